@@ -1,0 +1,111 @@
+"""Run the model with interventions on neurons and compare against the unmodified run.
+
+An intervention is data (``ids.Ablation``): a set of neurons, a mode (``zero``, ``mean`` over the
+reference corpus, ``scale`` by a factor) and optionally the token positions it applies to. Baseline and
+ablated runs share one batched forward (row 0 clean, row 1 intervened) and one greedy decoding loop
+with a KV cache, so a live ablation costs about one forward of batch 2 plus the continuation.
+Zeroing a neuron's activation is exactly zeroing its row of up_proj (u_k = 0 => a_k = silu(g_k) * 0),
+the NAG paper's deactivation (ALGORITHMS.md 1.6); tests check the two agree.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from app.engine.arch import MlpSite
+from app.engine.hooks import capture, rewrite
+from app.engine.ids import Ablation
+
+
+def intervention(ablation: Ablation, means: torch.Tensor | None, *, rows: slice | int = slice(None),
+                 offset: Callable[[], int] = lambda: 0) -> tuple[list[int], Callable]:
+    """(layers touched, rewrite fn) applying ``ablation`` to batch ``rows``; ``offset()`` gives the absolute
+    position of the first token in the current forward (it grows during cached decoding)."""
+    by_layer: dict[int, list[int]] = {}
+    for nid in ablation.neurons:
+        by_layer.setdefault(nid.layer, []).append(nid.index)
+
+    def fn(layer: int, a: torch.Tensor) -> torch.Tensor:
+        cols = torch.tensor(by_layer[layer], device=a.device)
+        pos = _positions(ablation, offset(), a.shape[1], a.device)
+        if pos is not None and pos.numel() == 0:
+            return a
+        a = a.clone()
+        view = a[rows] if isinstance(rows, slice) else a[rows:rows + 1]
+        target = view[:, :, cols] if pos is None else view[:, pos][:, :, cols]
+        new = _replace(ablation, target, means, layer, cols)
+        if pos is None:
+            view[:, :, cols] = new
+        else:
+            sub = view[:, pos]
+            sub[:, :, cols] = new
+            view[:, pos] = sub
+        return a
+
+    return sorted(by_layer), fn
+
+
+def _positions(ablation: Ablation, start: int, length: int, device) -> torch.Tensor | None:
+    if ablation.positions is None:
+        return None
+    local = [p - start for p in ablation.positions if start <= p < start + length]
+    return torch.tensor(local, dtype=torch.long, device=device)
+
+
+def _replace(ablation: Ablation, values: torch.Tensor, means: torch.Tensor | None, layer: int,
+             cols: torch.Tensor) -> torch.Tensor:
+    if ablation.mode == "zero":
+        return torch.zeros_like(values)
+    if ablation.mode == "scale":
+        return values * ablation.factor
+    assert means is not None, "mean ablation needs reference means"
+    return means[layer, cols].to(values.dtype).expand_as(values).clone()
+
+
+def compare(model, sites: list[MlpSite], input_ids: torch.Tensor, ablation: Ablation, *, target_id: int,
+            means: torch.Tensor | None, continuation: int, eos_id: int | None) -> dict:
+    """Baseline (row 0) vs ablated (row 1): next-token distributions and greedy continuations."""
+    state = {"offset": 0}
+    layers, fn = intervention(ablation, means, rows=1, offset=lambda: state["offset"])
+    batch = input_ids.expand(2, -1)
+    with torch.no_grad(), rewrite(sites, fn, layers=layers):
+        out = model(input_ids=batch, use_cache=continuation > 0)
+        first = out.logits[:, -1, :].float()
+        generated = _greedy(model, out, first, state, batch.shape[1], continuation, eos_id)
+    logp = torch.log_softmax(first, dim=-1)
+    return {"logp": logp, "generated": generated,
+            "kl": float((logp[0].exp() * (logp[0] - logp[1])).sum()), "target_id": target_id}
+
+
+def _greedy(model, out, logits: torch.Tensor, state: dict, start: int, steps: int, eos_id: int | None) -> list[list[int]]:
+    """Greedy decoding for both rows with the cache; the intervention stays on for new tokens."""
+    tokens: list[list[int]] = [[], []]
+    past = getattr(out, "past_key_values", None)
+    for step in range(steps):
+        nxt = logits.argmax(dim=-1)
+        for row in range(2):
+            tokens[row].append(int(nxt[row]))
+        if step == steps - 1 or (eos_id is not None and bool((nxt == eos_id).all())):
+            break
+        state["offset"] = start + step
+        out = model(input_ids=nxt[:, None], past_key_values=past, use_cache=True)
+        past, logits = out.past_key_values, out.logits[:, -1, :].float()
+    return tokens
+
+
+def reference_means(model, sites: list[MlpSite], batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Mean activation of every neuron over all real (unpadded) tokens of the reference corpus: [L, d_ff].
+
+    ``batches`` holds (input_ids, attention_mask) pairs, right-padded."""
+    total, count = None, 0
+    for input_ids, mask in batches:
+        store: dict[int, torch.Tensor] = {}
+        with torch.no_grad(), capture(sites, store=store):
+            model(input_ids=input_ids, attention_mask=mask, use_cache=False)
+        weights = mask[:, :, None].to(store[0].dtype)
+        stacked = torch.stack([(store[layer] * weights).float().sum(dim=(0, 1)) for layer in range(len(sites))])
+        total = stacked if total is None else total + stacked
+        count += int(mask.sum())
+    return total / max(count, 1)
