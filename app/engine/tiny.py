@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import (AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig,
-                          PhiConfig, PreTrainedTokenizerFast, Qwen2Config)
+from transformers import (AutoModelForCausalLM, GemmaConfig, GPT2Config, GPTNeoXConfig, LlamaConfig,
+                          MistralConfig, PhiConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen3Config)
 
 from app.engine.loading import Loaded, state_dict_hash
 
@@ -26,7 +26,7 @@ WORDS = (
     ". , ! ?"
 ).split()
 
-FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "gpt_neox", "phi")
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gpt2", "gpt_neox", "phi")
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
@@ -53,6 +53,10 @@ def tiny_config(family: str, vocab_size: int, *, layers: int = 3, width: int = 3
         return MistralConfig(**gated)
     if family == "qwen2":
         return Qwen2Config(**gated)
+    if family == "qwen3":
+        return Qwen3Config(head_dim=8, **gated)
+    if family == "gemma":
+        return GemmaConfig(head_dim=8, **gated)
     if family == "gpt2":
         return GPT2Config(n_embd=width, n_inner=ff, n_layer=layers, n_head=4, n_positions=256,
                           initializer_range=0.15, **common)

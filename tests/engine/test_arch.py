@@ -26,7 +26,8 @@ def test_adapter_hook_point_is_the_mlp_hidden_layer(family):
     x = mlp_in["x"]
     mlp = sites[1]
     if adapter.gated:
-        expected = torch.nn.functional.silu(mlp.gate(x)) * mlp.up(x)
+        act = model.get_decoder().layers[1].mlp.act_fn  # silu for Llama, tanh-gelu for Gemma
+        expected = act(mlp.gate(x)) * mlp.up(x)
     else:
         layer = (model.transformer.h if family == "gpt2" else model.get_decoder().layers)[1].mlp
         act = getattr(layer, "act", None) or layer.activation_fn
