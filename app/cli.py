@@ -28,7 +28,7 @@ def _engine(args):
     settings = _settings()
     return Engine.load(args.model or settings.model, model_dir=Path(settings.model_dir), device=args.device or settings.device,
                        dtype=args.dtype or settings.dtype, max_prompt_tokens=settings.max_prompt_tokens,
-                       allowlist=tuple(getattr(settings, "model_allowlist", ())))
+                       allowlist=tuple(settings.model_allowlist))
 
 
 def _bar(enabled: bool):
@@ -53,6 +53,8 @@ def cmd_models(args) -> int:
     model_dir = Path(_settings().model_dir)
     if args.prepare:
         path = prepare_default(model_dir)
+        engine = _engine(argparse.Namespace(model=path.name, device=None, dtype=None))
+        engine.reference_means()  # cached beside the weights: mean-ablation is instant later
         print(f"default model ready in {path}", file=sys.stderr)
     rows = list_models(model_dir)
     if args.json:
@@ -126,12 +128,74 @@ def cmd_neuron(args) -> int:
     return 0
 
 
+def cmd_circuit(args) -> int:
+    from app.engine.circuits import read_texts
+    from app.engine.errors import BadInput
+
+    prompts = ([args.prompt] if args.prompt else []) + (read_texts(args.prompts) if args.prompts else [])
+    if not prompts:
+        raise BadInput("give a PROMPT or --prompts FILE (one prompt per line, or JSON Lines with a 'text' field)")
+    corpus = read_texts(args.corpus) if args.corpus else None
+    engine = _engine(args)
+    progress, close = _bar(not args.json and not args.quiet)
+    try:
+        result = engine.circuit(prompts if len(prompts) > 1 else prompts[0], target=args.target,
+                                contrast=args.contrast, tau=args.tau, k=args.k, ig_steps=args.ig_steps,
+                                fast=args.fast, layers=args.layers, max_neurons=args.max_neurons,
+                                max_groups=args.max_groups, draws=args.draws, corpus=corpus, seed=args.seed,
+                                progress=progress)
+    finally:
+        close()
+    print(json.dumps(result) if args.json else _circuit_text(result))
+    return 0
+
+
+def _circuit_text(result: dict) -> str:
+    params = result["params"]
+    first = result["prompts"][0]["target"]
+    header = (f"model {result['model']['name']}  {params['method']}  tau {params['tau']}  k {params['k']}  "
+              f"layers {params['layers'][0]}-{params['layers'][1]}  {len(result['prompts'])} prompt(s)")
+    lines = [header, f"root: {result['metric']} of {first['token']!r} (p={first['prob']:.3f})"]
+    for layer in result["layers"]:
+        lines.append(f"layer {layer['layer']}: {layer['critical']} critical neurons "
+                     f"(coverage {layer['coverage']:.0%}), {len(layer['groups'])} groups")
+        for group in (g for g in result["groups"] if g["layer"] == layer["layer"]):
+            feeds = sorted((e for e in result["group_edges"] if e["source"] == group["id"]),
+                           key=lambda e: -abs(e["weight"]))[:2]
+            sample = group["samples"][0] if group["samples"] else None
+            shown = f"  e.g. {sample['token']!r} in {sample['text'][:48]!r}" if sample else ""
+            writes = " ".join(repr(t["token"]) for t in group["writes"]["top"][:4])
+            flow = ", ".join(f"{e['target']} {e['weight']:+.2f}" for e in feeds)
+            lines.append(f"  {group['id']:<8} importance {group['importance']:.3f}  {len(group['neurons'])} neurons  "
+                         f"-> {flow or '-'}\n           writes {writes}{shown}")
+    together = next(row for row in result["fidelity"]["ablation"] if row["layer"] == "all")
+    rand = together["random"]
+    lines.append(f"fidelity: zeroing the {together['n']} circuit neurons changes p by {together['core']['delta_prob']:+.3f}"
+                 f" (random sets: {rand['delta_prob_mean']:+.3f} +/- {rand['delta_prob_std']:.3f}, "
+                 f"{rand['draws']} draws)")
+    corr = result["fidelity"]["correlation"]["root"]
+    if corr["spearman"] is not None:
+        lines.append(f"          importance vs ablation effect over {corr['subsets']} random subsets: "
+                     f"Spearman {corr['spearman']:.2f}, Pearson {corr['pearson']:.2f}")
+    stability = result["fidelity"]["stability"]
+    if stability:
+        lines.append(f"          over {stability['prompts']} prompts: {len(stability['stable'])} stable, "
+                     f"{len(stability['specific'])} prompt-specific neurons/groups")
+    lines.append(f"{len(result['groups'])} groups, {len(result['neurons'])} neurons, {len(result['edges'])} edges; "
+                 f"{result['timings']['total_s']:.2f} s")
+    return "\n".join(lines)
+
+
 def cmd_serve(args) -> int:
     from app.main import serve
 
+    from app.engine.loading import resolve
+
     overrides = {key: value for key, value in (("host", args.host), ("port", args.port), ("model", args.model))
                  if value is not None}
-    serve(_settings().model_copy(update=overrides))
+    settings = _settings().model_copy(update=overrides)
+    resolve(settings.model, Path(settings.model_dir), tuple(settings.model_allowlist))  # fail fast, one sentence
+    serve(settings)
     return 0
 
 
@@ -179,6 +243,25 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--continuation", type=int, default=8)
     model_args(ablate)
     ablate.set_defaults(func=cmd_ablate)
+
+    circuit = sub.add_parser("circuit", help="NeurFlow circuit: core neurons, groups and their flow")
+    circuit.add_argument("prompt", nargs="?", help="the prompt (or use --prompts)")
+    circuit.add_argument("--prompts", help="file of prompts sharing the behaviour: one per line, or .jsonl")
+    circuit.add_argument("--target", help="target token (default: each prompt's top next token)")
+    circuit.add_argument("--contrast", help="contrast token: the root is logit(target) - logit(contrast)")
+    circuit.add_argument("--tau", type=int, default=16, help="core neurons per critical neuron")
+    circuit.add_argument("--k", type=int, default=50, help="concept samples per neuron")
+    circuit.add_argument("--ig-steps", type=int, default=16)
+    circuit.add_argument("--layers", help="window LO-HI (e.g. 24-29) or a count of last layers (default 6)")
+    circuit.add_argument("--fast", action="store_true", help="activation x gradient instead of IG")
+    circuit.add_argument("--max-neurons", type=int, default=32, help="critical neurons kept per layer")
+    circuit.add_argument("--max-groups", type=int, default=8)
+    circuit.add_argument("--draws", type=int, default=20, help="random draws for the ablation baseline")
+    circuit.add_argument("--corpus", help="reference texts (one per line, or .jsonl) instead of the shipped ones")
+    circuit.add_argument("--seed", type=int, default=0)
+    circuit.add_argument("--quiet", action="store_true", help="no progress bar")
+    model_args(circuit)
+    circuit.set_defaults(func=cmd_circuit)
 
     neuron = sub.add_parser("neuron", help="decode a neuron's read and write vectors")
     neuron.add_argument("neuron", help="e.g. L3.N1207")

@@ -52,3 +52,8 @@ def test_bad_input_exits_with_one_sentence(args, message):
     assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
     assert out.stderr.strip().count("\n") == 0
+
+
+def test_serve_with_unknown_model_fails_fast_with_one_sentence():
+    out = run("serve", "--model", "no-such-model", "--port", "1")
+    assert out.returncode == 2 and "not in the model store" in out.stderr and "Traceback" not in out.stderr

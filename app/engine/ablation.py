@@ -1,9 +1,9 @@
 """Run the model with interventions on neurons and compare against the unmodified run.
 
 An intervention is data (``ids.Ablation``): a set of neurons, a mode (``zero``, ``mean`` over the
-reference corpus, ``scale`` by a factor) and optionally the token positions it applies to. Baseline and
-ablated runs share one batched forward (row 0 clean, row 1 intervened) and one greedy decoding loop
-with a KV cache, so a live ablation costs about one forward of batch 2 plus the continuation.
+reference corpus, ``scale`` by a factor) and optionally the token positions it applies to. The baseline run
+of a prompt is cached by the engine, so a live ablation costs one forward (plus the greedy
+continuation, decoded with a KV cache).
 Zeroing a neuron's activation is exactly zeroing its row of up_proj (u_k = 0 => a_k = silu(g_k) * 0),
 the NAG paper's deactivation (ALGORITHMS.md 1.6); tests check the two agree.
 """
@@ -64,35 +64,40 @@ def _replace(ablation: Ablation, values: torch.Tensor, means: torch.Tensor | Non
     return means[layer, cols].to(values.dtype).expand_as(values).clone()
 
 
-def compare(model, sites: list[MlpSite], input_ids: torch.Tensor, ablation: Ablation, *, target_id: int,
-            means: torch.Tensor | None, continuation: int, eos_id: int | None) -> dict:
-    """Baseline (row 0) vs ablated (row 1): next-token distributions and greedy continuations."""
+def run(model, sites: list[MlpSite], input_ids: torch.Tensor, ablation: Ablation | None, *,
+        means: torch.Tensor | None, continuation: int, eos_id: int | None) -> tuple[torch.Tensor, list[int]]:
+    """One run, intervened when ``ablation`` is given: next-token log-probs [vocab] and the greedy
+    continuation (the intervention stays on for generated tokens, at their absolute positions)."""
     state = {"offset": 0}
-    layers, fn = intervention(ablation, means, rows=1, offset=lambda: state["offset"])
-    batch = input_ids.expand(2, -1)
+    if ablation is None:
+        layers, fn = [], None
+    else:
+        layers, fn = intervention(ablation, means, offset=lambda: state["offset"])
     with torch.no_grad(), rewrite(sites, fn, layers=layers):
-        out = model(input_ids=batch, use_cache=continuation > 0)
-        first = out.logits[:, -1, :].float()
-        generated = _greedy(model, out, first, state, batch.shape[1], continuation, eos_id)
-    logp = torch.log_softmax(first, dim=-1)
-    return {"logp": logp, "generated": generated,
-            "kl": float((logp[0].exp() * (logp[0] - logp[1])).sum()), "target_id": target_id}
+        out = model(input_ids=input_ids, use_cache=continuation > 1)
+        first = out.logits[0, -1, :].float()
+        generated = _greedy(model, out, first, state, input_ids.shape[1], continuation, eos_id)
+    return torch.log_softmax(first, dim=-1), generated
 
 
-def _greedy(model, out, logits: torch.Tensor, state: dict, start: int, steps: int, eos_id: int | None) -> list[list[int]]:
-    """Greedy decoding for both rows with the cache; the intervention stays on for new tokens."""
-    tokens: list[list[int]] = [[], []]
+def _greedy(model, out, logits: torch.Tensor, state: dict, start: int, steps: int, eos_id: int | None) -> list[int]:
+    """Greedy decoding with the KV cache, stopping at ``steps`` tokens or end-of-sequence."""
+    tokens: list[int] = []
     past = getattr(out, "past_key_values", None)
     for step in range(steps):
-        nxt = logits.argmax(dim=-1)
-        for row in range(2):
-            tokens[row].append(int(nxt[row]))
-        if step == steps - 1 or (eos_id is not None and bool((nxt == eos_id).all())):
+        nxt = int(logits.argmax())
+        tokens.append(nxt)
+        if step == steps - 1 or nxt == eos_id:
             break
         state["offset"] = start + step
-        out = model(input_ids=nxt[:, None], past_key_values=past, use_cache=True)
-        past, logits = out.past_key_values, out.logits[:, -1, :].float()
+        out = model(input_ids=torch.tensor([[nxt]], device=logits.device), past_key_values=past, use_cache=True)
+        past, logits = out.past_key_values, out.logits[0, -1, :].float()
     return tokens
+
+
+def kl_divergence(logp: torch.Tensor, logq: torch.Tensor) -> float:
+    """KL(p || q) in nats for two log-probability vectors."""
+    return max(float((logp.exp() * (logp - logq)).sum()), 0.0)
 
 
 def reference_means(model, sites: list[MlpSite], batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:

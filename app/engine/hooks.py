@@ -63,10 +63,13 @@ def _capture_out(layer: int, store: dict) -> Callable:
 
 
 @contextmanager
-def rewrite(sites: list[MlpSite], fn: Rewrite, layers: list[int] | None = None):
-    """Replace ``a_l`` by ``fn(layer, a_l)`` on the given layers (all when None) for every forward inside."""
+def rewrite(sites: list[MlpSite], fn: Rewrite | None, layers: list[int] | None = None):
+    """Replace ``a_l`` by ``fn(layer, a_l)`` on the given layers (all when None) for every forward inside;
+    ``fn=None`` installs nothing (a clean run through the same code path)."""
 
     def factory() -> list:
+        if fn is None:
+            return []
         chosen = range(len(sites)) if layers is None else layers
         return [sites[layer].down.register_forward_pre_hook(_rewrite_pre(layer, fn)) for layer in chosen]
 

@@ -34,6 +34,7 @@ class Loaded:
     tokenizer: PreTrainedTokenizerBase
     name: str
     weights_sha256: str
+    path: Path | None = None  # local directory, where per-model caches (reference means) may live
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -140,7 +141,8 @@ def load(name: str | None, *, model_dir: Path, device: str = "auto", dtype: str 
     )
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     model.to(dev).eval().requires_grad_(False)
-    return Loaded(model, tokenizer, display, weights_hash(Path(source), model))
+    local = Path(source) if Path(source).is_dir() else None
+    return Loaded(model, tokenizer, display, weights_hash(Path(source), model), local)
 
 
 def weights_hash(path: Path, model: PreTrainedModel) -> str:

@@ -6,7 +6,9 @@ run it off the event loop. Results are plain JSON-able dicts (docs/CONTRACTS.md)
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from collections import OrderedDict
 import time
 from importlib.resources import files
 from pathlib import Path
@@ -40,6 +42,7 @@ class Engine:
         self.max_prompt_tokens = min(max_prompt_tokens, limit)
         self.lock = threading.RLock()
         self._means: torch.Tensor | None = None
+        self._baselines: OrderedDict[tuple, tuple[torch.Tensor, list[int]]] = OrderedDict()
 
     # ----- construction -------------------------------------------------------------------------
     @classmethod
@@ -108,7 +111,7 @@ class Engine:
     # ----- analysis -------------------------------------------------------------------------------
     def analyze(self, prompt: str, *, target: str | None = None, contrast: str | None = None,
                 method: str = "attribution", k: int = 5, ig_steps: int = 16, verify: int = 8, edges: bool = True,
-                edge_window: int = 1, progress: Progress | None = None,
+                edge_window: int = 1, edge_top_in: int | None = 5, progress: Progress | None = None,
                 should_cancel: Callable[[], bool] | None = None) -> dict:
         """Impacts of every neuron, the top-k NAG with edges, and a fidelity check (docs/CONTRACTS.md)."""
         if method not in METHODS:
@@ -117,9 +120,11 @@ class Engine:
             raise BadInput(f"k must be between 1 and {self.width}")
         step = _Steps(progress, should_cancel)
         with self.lock:
-            return self._analyze(prompt, target, contrast, method, k, ig_steps, verify, edges, edge_window, step)
+            return self._analyze(prompt, target, contrast, method, k, ig_steps, verify, edges,
+                                 (edge_window, edge_top_in), step)
 
-    def _analyze(self, prompt, target, contrast, method, k, ig_steps, verify, edges, edge_window, step) -> dict:
+    def _analyze(self, prompt, target, contrast, method, k, ig_steps, verify, edges, edge_opts, step) -> dict:
+        edge_window, edge_top_in = edge_opts
         started = time.perf_counter()
         step("tokenize", 0.0, "encoding the prompt")
         ids = self.encode(prompt)
@@ -135,6 +140,8 @@ class Engine:
         step("edges", 0.75, "edges between the top neurons of adjacent layers")
         t0 = time.perf_counter()
         edge_rows = nag.edges(graph.acts, chosen, window=edge_window) if edges else []
+        if edge_top_in is not None:  # keep the strongest incoming edges per node (the payload stays small)
+            edge_rows = [row for row, keep in zip(edge_rows, nag.prune_mask(edge_rows, top_in=edge_top_in)) if keep]
         graph.release()
         timings["edges_s"] = time.perf_counter() - t0
         step("verify", 0.85, f"exact ablation of the top {verify} neurons")
@@ -145,7 +152,8 @@ class Engine:
         step("done", 1.0, "analysis complete")
         return self._analysis_dict(prompt, ids, method, k, metric, graph, impacts, nodes, edge_rows, fidelity,
                                    {"method": method, "k": k, "ig_steps": ig_steps, "verify": verify,
-                                    "edges": edges, "edge_window": edge_window}, timings)
+                                    "edges": edges, "edge_window": edge_window, "edge_top_in": edge_top_in},
+                                   timings)
 
     def _graph_pass(self, ids, target_id, contrast_id, *, need_graph: bool, method: str) -> tuple[int, "_Graph"]:
         """Forward with all a_l in the graph; backward to M when the method is attribution."""
@@ -230,29 +238,60 @@ class Engine:
                 raise BadInput(f"ablation positions must lie in 0-{ids.shape[1] - 1} for this prompt")
             means = self.reference_means() if ablation.mode == "mean" else None
             target_id = self.token_id(target) if target else None
-            out = abl.compare(self.model, self.sites, ids, ablation, target_id=target_id or -1, means=means,
-                              continuation=continuation, eos_id=self.tokenizer.eos_token_id)
-        return self._ablation_dict(ablation, out, target_id)
-
-    def _ablation_dict(self, ablation: Ablation, out: dict, target_id: int | None) -> dict:
-        logp = out["logp"]
-        tid = target_id if target_id is not None else int(logp[0].argmax())
-        sides = {}
-        for row, name in ((0, "baseline"), (1, "ablated")):
-            sides[name] = {"target_prob": float(logp[row, tid].exp()), "target_logprob": float(logp[row, tid]),
-                           "top": self._top_tokens(logp[row].exp(), 10),
-                           "continuation": self.tokenizer.decode(out["generated"][row])}
+            base_logp, base_tokens = self._baseline(ids, continuation)
+            logp, tokens = abl.run(self.model, self.sites, ids, ablation, means=means, continuation=continuation,
+                                   eos_id=self.tokenizer.eos_token_id)
+        tid = target_id if target_id is not None else int(base_logp.argmax())
+        sides = {name: self._side(lp, toks, tid) for name, lp, toks in
+                 (("baseline", base_logp, base_tokens), ("ablated", logp, tokens))}
         return {"kind": "ablation", "ablation": ablation.to_dict(),
                 "target": {"token": self.tokenizer.decode([tid]), "id": tid}, **sides,
                 "delta_prob": sides["ablated"]["target_prob"] - sides["baseline"]["target_prob"],
-                "kl": max(out["kl"], 0.0)}
+                "kl": abl.kl_divergence(base_logp, logp)}
+
+    def _baseline(self, ids: torch.Tensor, continuation: int) -> tuple[torch.Tensor, list[int]]:
+        """The clean run of a prompt, cached (LRU) so that each live ablation costs one forward."""
+        key = (tuple(ids[0].tolist()), continuation)
+        if key in self._baselines:
+            self._baselines.move_to_end(key)
+            return self._baselines[key]
+        value = abl.run(self.model, self.sites, ids, None, means=None, continuation=continuation,
+                        eos_id=self.tokenizer.eos_token_id)
+        self._baselines[key] = value
+        if len(self._baselines) > 64:
+            self._baselines.popitem(last=False)
+        return value
+
+    def _side(self, logp: torch.Tensor, tokens: list[int], tid: int) -> dict:
+        return {"target_prob": float(logp[tid].exp()), "target_logprob": float(logp[tid]),
+                "top": self._top_tokens(logp.exp(), 10), "continuation": self.tokenizer.decode(tokens)}
 
     def reference_means(self) -> torch.Tensor:
-        """Mean activation of every neuron over the shipped reference corpus, computed once: [L, d_ff]."""
+        """Mean activation of every neuron over the shipped reference corpus: [L, d_ff].
+
+        Computed once per model and corpus, and kept beside a local model's weights so that a restart
+        does not pay for it again (keyed by the weights and the corpus text)."""
         with self.lock:
             if self._means is None:
-                self._means = abl.reference_means(self.model, self.sites, self._reference_batches())
+                self._means = self._load_or_compute_means()
             return self._means
+
+    def _load_or_compute_means(self) -> torch.Tensor:
+        corpus = "\n".join(reference_corpus()).encode()
+        tag = hashlib.sha256(self.loaded.weights_sha256.encode() + corpus).hexdigest()[:16]
+        cache = self.loaded.path / ".circuitscope" / f"reference-means-{tag}.pt" if self.loaded.path else None
+        if cache is not None and cache.is_file():
+            return torch.load(cache, map_location=self.device)
+        means = abl.reference_means(self.model, self.sites, self._reference_batches())
+        if cache is not None:
+            try:
+                cache.parent.mkdir(exist_ok=True)
+                partial = cache.with_suffix(".partial")
+                torch.save(means.cpu(), partial)
+                partial.replace(cache)  # atomic: a crash never leaves a truncated cache
+            except OSError:
+                pass
+        return means
 
     def _reference_batches(self, size: int = 16) -> list[tuple[torch.Tensor, torch.Tensor]]:
         lines = [line for line in reference_corpus() if line.strip()]
@@ -285,6 +324,42 @@ class Engine:
                 self.model(input_ids=ids, use_cache=False)
             values = store[nid.layer][0, :, nid.index].float().tolist()
         return {"id": str(nid), "tokens": self.token_strings(ids), "activations": values}
+
+    # ----- NeurFlow circuits ----------------------------------------------------------------------
+    def circuit(self, prompt: str | list[str], *, target: str | None = None, contrast: str | None = None,
+                tau: int = 16, k: int = 50, ig_steps: int = 16, fast: bool = False,
+                layers: int | str | tuple[int, int] | None = None, max_neurons: int = 32, max_groups: int = 8,
+                draws: int = 20, subsets: int = 40, corpus: list[str] | None = None, seed: int = 0,
+                standardize: bool = True, progress: Progress | None = None,
+                should_cancel: Callable[[], bool] | None = None) -> dict:
+        """NeurFlow circuit (core neurons, sub-concepts, groups, group flow, fidelity) of one prompt or a
+        prompt set over a layer window (app/engine/circuits.py)."""
+        from app.engine import circuits
+
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts or len(prompts) > 64:
+            raise BadInput("give between 1 and 64 prompts")
+        for name, value, low, high in (("tau", tau, 1, self.width), ("k", k, 2, 1000), ("ig_steps", ig_steps, 1, 256),
+                                       ("max_neurons", max_neurons, 1, self.width), ("max_groups", max_groups, 2, 100),
+                                       ("draws", draws, 20, 1000), ("subsets", subsets, 3, 2000)):
+            if not isinstance(value, int) or not low <= value <= high:
+                raise BadInput(f"{name} must be an integer between {low} and {high}")
+        if corpus is not None and not [text for text in corpus if isinstance(text, str) and text.strip()]:
+            raise BadInput("the reference corpus is empty; give at least one text, one per line")
+        window = circuits.resolve_window(layers, self.n_layers)
+        for layer in window:
+            self.check_neuron(NeuronId(layer, 0))
+        step = _Steps(progress, should_cancel)
+        with self.lock:
+            step("tokenize", 0.0, f"encoding {len(prompts)} prompt(s)")
+            ids = [self.encode(p) for p in prompts]
+            target_id = self.token_id(target) if target else None
+            contrast_id = self.token_id(contrast, "contrast") if contrast else None
+            texts = None if corpus is None else [t.strip() for t in corpus if isinstance(t, str) and t.strip()]
+            return circuits.build(self, prompts, ids, target_id, contrast_id, tau=tau, k=k, ig_steps=ig_steps,
+                                  fast=fast, window=window, max_neurons=max_neurons, max_groups=max_groups,
+                                  draws=draws, subsets=subsets, corpus=texts, seed=seed, standardize=standardize,
+                                  step=step)
 
 
 class _Graph:

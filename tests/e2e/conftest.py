@@ -52,7 +52,7 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def base_url(tmp_path_factory) -> Iterator[str]:
     """The real app, serving the real default model, on 127.0.0.1:<free port>."""
     reason = _missing()
@@ -90,7 +90,7 @@ def base_url(tmp_path_factory) -> Iterator[str]:
                 t.join(max(0.0, deadline - time.monotonic()))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # closes the sync event loop before other modules run
 def browser(base_url):
     from playwright.sync_api import sync_playwright
 

@@ -46,3 +46,11 @@ def test_ablating_top_nodes_lowers_target_probability(smol):
 def test_neuron_decoding_reads_vocabulary(smol):
     out = smol.neuron(NeuronId(29, 0), top=5)
     assert len(out["write"]["top"]) == 5 and out["read_gate"] is not None
+
+
+def test_reference_means_are_cached_beside_the_weights(smol):
+    means = smol.reference_means()
+    cached = list((MODELS / DEFAULT_MODEL / ".circuitscope").glob("reference-means-*.pt"))
+    assert cached and means.shape == (30, 1536)
+    fresh = Engine.load(model_dir=MODELS)
+    assert fresh._load_or_compute_means().equal(means.cpu())

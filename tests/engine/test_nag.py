@@ -13,7 +13,7 @@ from tests.engine.conftest import PROMPT
 
 @pytest.fixture(scope="module")
 def analysis(tiny):
-    return tiny.analyze(PROMPT, method="attribution", k=6, verify=0, edges=True)
+    return tiny.analyze(PROMPT, method="attribution", k=6, verify=0, edges=True, edge_top_in=None)
 
 
 def test_nodes_are_topk_per_layer_by_absolute_impact(tiny, analysis):
@@ -115,3 +115,11 @@ def test_rank_orders_by_distance_within_token_budget():
     ranked = nag.rank(pool, profile, keep_fraction=0.5)
     assert [r["id"] for r in ranked] == ["near", "mid", "far"]
     assert [r["selected"] for r in ranked] == [True, False, False]
+
+
+def test_server_side_pruning_keeps_the_strongest_incoming_edges(tiny, analysis):
+    pruned = tiny.analyze(PROMPT, method="attribution", k=6, verify=0, edge_top_in=2)
+    assert len(pruned["edges"]) == (tiny.n_layers - 1) * 6 * 2
+    for edge in pruned["edges"]:
+        rivals = [abs(e["weight"]) for e in analysis["edges"] if e["target"] == edge["target"]]
+        assert abs(edge["weight"]) >= sorted(rivals, reverse=True)[1] - 1e-9
