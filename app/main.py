@@ -2,8 +2,13 @@
 
 Start-up order (lifespan): migrate the database (Alembic ``upgrade head``), mark jobs a previous
 process left queued/running as failed, load the model once (or take the injected engine: tests pass
-``Engine.tiny()``), start the single job worker. Shut-down: stop the worker (cancelling what runs),
-close the database pool. Nothing happens at import time, so several apps can live side by side.
+``Engine.tiny()``), start the single job worker. A model the app loaded itself then gets its circuit
+reference corpus warmed in a background thread once the model has been idle for a few seconds
+(``circuits.warm_in_background``): readiness is not delayed, and an injected engine is left as it is
+unless ``warm_circuits=True``. Shut-down: stop the warming and the
+worker (cancelling what runs), close the database pool. Nothing happens at import time, so several apps
+can live side by side. Responses of 1 KiB or more are gzip-compressed (a circuit is ~1.5 MB of JSON);
+event streams are not.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 
 import anyio
 from fastapi import FastAPI
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -25,7 +31,7 @@ from app.engine.service import Engine
 from app.settings import REPO_ROOT, Settings
 from app.store import repo
 from app.store.session import make_engine, make_sessionmaker, session_scope, upgrade
-from app.web import errors
+from app.web import circuits, errors
 from app.web.deps import Services
 from app.web.errors import NotFound
 from app.web.jobs import EngineGate, JobManager
@@ -35,15 +41,19 @@ log = logging.getLogger("circuitscope")
 
 FRONTEND = REPO_ROOT / "frontend"
 MAX_BODY_BYTES = 1 << 20  # far above the largest valid request (20k-char prompt, 2000 neuron ids)
+BACKGROUND_JOIN_S = 60.0  # longest wait at shut-down for a corpus pass under way (~5 s on 2 idle cores)
+GZIP_MIN_BYTES = 1024  # smaller answers (jobs, errors, health) gain nothing from compression
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
-    """Build the app. ``engine`` replaces loading ``settings.model`` (tests inject a tiny one)."""
+def create_app(settings: Settings | None = None, engine: Engine | None = None, *,
+               warm_circuits: bool | None = None) -> FastAPI:
+    """Build the app. ``engine`` replaces loading ``settings.model`` (tests inject a tiny one).
+    ``warm_circuits``: warm the circuit corpus once idle (default: only when the app loads the model)."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict]:
-        services = await start_services(settings, engine)
+        services = await start_services(settings, engine, warm_circuits=warm_circuits)
         app.state.services = services
         try:
             yield {"services": services}
@@ -54,6 +64,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                   description="Neuron circuits in transformer language models: impacts, graphs, ablations.")
     app.state.templates = Jinja2Templates(directory=str(FRONTEND / "templates"))
     errors.install(app)
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES, compresslevel=6)
     app.include_router(api.router)
     app.include_router(pages.router)
     app.add_api_route("/static/vendor/plotly.min.js", plotly_js, include_in_schema=False)
@@ -61,8 +72,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     return app
 
 
-async def start_services(settings: Settings, engine: Engine | None) -> Services:
-    """Migrate, recover from a previous crash, load the model, start the worker."""
+async def start_services(settings: Settings, engine: Engine | None, *,
+                         warm_circuits: bool | None = None) -> Services:
+    """Migrate, recover from a previous crash, load the model, start the worker (and the warming)."""
     db = make_engine(settings.database_url)
     try:
         await anyio.to_thread.run_sync(upgrade, settings.database_url)
@@ -71,18 +83,26 @@ async def start_services(settings: Settings, engine: Engine | None) -> Services:
             interrupted = repo.fail_interrupted_jobs(s)
         if interrupted:
             log.warning("marked %d interrupted job(s) from a previous run as failed", interrupted)
-        if engine is None:
+        loaded = engine is None
+        if loaded:
             engine = await anyio.to_thread.run_sync(lambda: load_engine(settings))
     except BaseException:
         db.dispose()
         raise
-    jobs = JobManager(sessions, queue_limit=settings.queue_limit, job_timeout_s=settings.job_timeout_s)
-    jobs.start()
+    read_sessions = make_sessionmaker(db, readonly=True)
     gate = EngineGate(getattr(engine, "lock", None), threads=2, max_waiting=max(16, 4 * settings.queue_limit),
                       lock_wait_s=settings.engine_wait_s)
+    jobs = JobManager(sessions, queue_limit=settings.queue_limit, job_timeout_s=settings.job_timeout_s,
+                      read_sessions=read_sessions, interactive=gate.waiting)
+    jobs.start()
     log.info("serving %s (%s) with database %s", engine.info["name"], engine.info["device"],
              db.url.render_as_string())
-    return Services(settings=settings, engine=engine, sessions=sessions, jobs=jobs, gate=gate)
+    services = Services(settings=settings, engine=engine, sessions=sessions, jobs=jobs, gate=gate,
+                        read_sessions=read_sessions)
+    if warm_circuits if warm_circuits is not None else loaded:
+        warming = circuits.warm_in_background(services, services.stopping)
+        services.background.extend([warming] if warming is not None else [])
+    return services
 
 
 def load_engine(settings: Settings) -> Engine:
@@ -93,8 +113,14 @@ def load_engine(settings: Settings) -> Engine:
 
 
 def stop_services(services: Services) -> None:
-    """Stop the worker (queued jobs are marked failed) and release the database."""
+    """Stop background warming and the worker (queued jobs are marked failed); release the database.
+
+    A corpus pass already under way cannot be interrupted: it is waited for (bounded), so torch is never
+    torn down under a running thread at interpreter exit."""
+    services.stopping.set()
     services.jobs.stop()
+    for thread in services.background:
+        thread.join(BACKGROUND_JOIN_S)
     services.sessions.kw["bind"].dispose()
 
 

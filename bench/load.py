@@ -43,7 +43,18 @@ def start_server(port: int, data_dir: str, tiny: bool) -> subprocess.Popen:
         cmd = [sys.executable, str(REPO / "tests/web/serve_tiny.py"), data_dir, str(port)]
     else:
         cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
-    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = open(Path(data_dir) / "server.log", "wb")  # a file, not a pipe: a full pipe would block the server
+    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM (graceful: running jobs are marked failed), then SIGKILL if it takes too long."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 async def wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -51,7 +62,7 @@ async def wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 180) 
     async with httpx.AsyncClient(base_url=base) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise SystemExit(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+                raise SystemExit(f"server exited with status {proc.returncode}")
             try:
                 if (await client.get("/healthz")).status_code == 200:
                     return
@@ -68,6 +79,7 @@ class Stats:
         self.latency: dict[str, list[float]] = defaultdict(list)
         self.status: dict[int, int] = defaultdict(int)
         self.server_errors = 0
+        self.transport_errors: list[str] = []
         self.overload = 0
         self.accepted_jobs: set[str] = set()
         self.final_jobs: set[str] = set()
@@ -87,7 +99,11 @@ async def call(client: httpx.AsyncClient, stats: Stats, kind: str, method: str, 
     """One request, retried (bounded) while the server says it is overloaded."""
     for _ in range(5):
         start = time.perf_counter()
-        response = await client.request(method, url, **kw)
+        try:
+            response = await client.request(method, url, **kw)
+        except httpx.TransportError as error:  # the server dropped or refused the connection: a failure
+            stats.transport_errors.append(f"{kind}: {type(error).__name__}")
+            raise
         stats.record(kind, response, time.perf_counter() - start)
         if response.status_code not in (429, 503):
             return response
@@ -161,21 +177,33 @@ async def main_async(args) -> int:
             stats = Stats()
             deadline = time.monotonic() + args.max_seconds
             started = time.perf_counter()
-            await asyncio.gather(*(client_loop(base, stats, analysis, args.requests, i, deadline)
-                                   for i in range(args.clients)))
+            outcomes = await asyncio.gather(*(client_loop(base, stats, analysis, args.requests, i, deadline)
+                                              for i in range(args.clients)), return_exceptions=True)
+            crashed = [o for o in outcomes if isinstance(o, BaseException)]
             elapsed = time.perf_counter() - started
             lost = await count_lost(base, stats)
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop_server(proc)
+            server_log = (Path(data_dir) / "server.log").read_text(errors="replace")
+            if args.server_log:
+                Path(args.server_log).write_text(server_log)
     report(stats, elapsed, lost, args)
-    return 0 if stats.server_errors == 0 and lost == 0 else 1
+    if crashed or stats.transport_errors:
+        print(f"client failures: {len(crashed)}; transport errors: {stats.transport_errors[:5]}")
+        print("server log tail:\n" + server_log[-3000:])
+    return 0 if stats.server_errors == 0 and lost == 0 and not crashed else 1
 
 
 async def count_lost(base: str, stats: Stats) -> int:
-    """Accepted jobs with no final state, plus finished analyses that cannot be read back."""
-    lost = len(stats.accepted_jobs - stats.final_jobs)
+    """Accepted jobs that never reach a final state (waiting, bounded, for the queue to drain), plus
+    finished analyses that cannot be read back."""
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        deadline = time.monotonic() + 300
+        for job_id in sorted(stats.accepted_jobs - stats.final_jobs):
+            result_id = await follow(client, stats, {"id": job_id}, deadline)
+            if result_id:
+                stats.finished_analyses.add(result_id)
+        lost = len(stats.accepted_jobs - stats.final_jobs)
         for analysis_id in stats.finished_analyses:
             if (await client.get(f"/api/analyses/{analysis_id}")).status_code != 200:
                 lost += 1
@@ -201,6 +229,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=8, help="requests per client")
     parser.add_argument("--max-seconds", type=float, default=240)
     parser.add_argument("--tiny", action="store_true", help="serve the tiny test model instead of SmolLM2")
+    parser.add_argument("--server-log", help="keep the server's log in this file")
     return asyncio.run(main_async(parser.parse_args()))
 
 

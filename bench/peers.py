@@ -46,7 +46,6 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 DEFAULT_MODEL_PATH = "models/SmolLM2-135M-Instruct"
-FALLBACK_MODEL_PATH = "/tmp/smol"
 OFFICIAL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_PROMPT = "The Eiffel Tower is a famous landmark in the heart of Paris, which is the capital city of"
 MODEL_PATH_ENV = "CIRCUITSCOPE_BENCH_MODEL"
@@ -70,10 +69,8 @@ def resolve_model_path(arg: str | None) -> Path:
     for candidate in (Path(raw), REPO_ROOT / raw):
         if (candidate / "config.json").is_file():
             return candidate.resolve()
-    if raw == DEFAULT_MODEL_PATH and (Path(FALLBACK_MODEL_PATH) / "config.json").is_file():
-        print(f"note: {DEFAULT_MODEL_PATH} not found, using {FALLBACK_MODEL_PATH}", file=sys.stderr)
-        return Path(FALLBACK_MODEL_PATH)
-    raise SystemExit(f"no model at '{raw}' (need a directory with config.json); pass --model-path")
+    raise SystemExit(f"no model at '{raw}' (need a directory with config.json); run "
+                     "`circuitscope models --prepare` or pass --model-path")
 
 
 def pkg_version(name: str) -> str | None:

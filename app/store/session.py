@@ -43,7 +43,8 @@ def make_engine(url: str) -> Engine:
     if sa_url.get_backend_name() != "sqlite":
         return create_engine(sa_url, pool_pre_ping=True)
     _ensure_sqlite_parent(sa_url)
-    engine = create_engine(sa_url, connect_args={"check_same_thread": False})
+    engine = create_engine(sa_url, connect_args={"check_same_thread": False}, pool_size=10, max_overflow=40,
+                           pool_timeout=10)
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
@@ -71,13 +72,21 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(connection: Any) -> None:
-    """Start every SQLite transaction with BEGIN IMMEDIATE (see the module docstring for why)."""
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    """Start SQLite transactions with BEGIN IMMEDIATE (see the module docstring for why), except in
+    read-only sessions: a deferred BEGIN lets WAL readers run beside the writer instead of queueing."""
+    readonly = connection.get_execution_options().get(READONLY_OPTION, False)
+    connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Session factory bound to ``engine``; rows stay readable after commit (``expire_on_commit=False``)."""
-    return sessionmaker(bind=engine, expire_on_commit=False)
+READONLY_OPTION = "circuitscope_readonly"
+
+
+def make_sessionmaker(engine: Engine, *, readonly: bool = False) -> sessionmaker[Session]:
+    """Session factory bound to ``engine``; rows stay readable after commit (``expire_on_commit=False``).
+
+    ``readonly`` sessions are for requests that only read: on SQLite they never take the write lock."""
+    bind = engine.execution_options(**{READONLY_OPTION: True}) if readonly else engine
+    return sessionmaker(bind=bind, expire_on_commit=False)
 
 
 @contextmanager

@@ -38,11 +38,12 @@ T = TypeVar("T")
 # ---------------------------------------------------------------- helpers
 
 
-async def in_db(svc: Services, fn: Callable[[Session], T]) -> T:
-    """Run ``fn(session)`` in one transaction on a worker thread (keeps the event loop free)."""
+async def in_db(svc: Services, fn: Callable[[Session], T], *, write: bool = False) -> T:
+    """Run ``fn(session)`` in one transaction on a worker thread (keeps the event loop free);
+    read-only unless ``write`` (read-only transactions never wait for the SQLite write lock)."""
 
     def run() -> T:
-        with session_scope(svc.sessions) as s:
+        with session_scope(svc.sessions if write or svc.read_sessions is None else svc.read_sessions) as s:
             return fn(s)
 
     return await anyio.to_thread.run_sync(run)
@@ -158,11 +159,19 @@ async def ablate(svc: Services, analysis_id: str, body: AblationRequest) -> dict
 
 async def cached_ablation(svc: Services, analysis: dict, ablation: Ablation, continuation: int = 8) -> dict:
     """``{"id", "result"}``: the stored ablation, or compute it under the engine lock and store it."""
+    request = analysis["request"] or {}
+    return await stored_ablation(svc, prompt=analysis["result"]["prompt"], target=request.get("target"),
+                                 contrast=request.get("contrast"), ablation=ablation, continuation=continuation,
+                                 parent_id=analysis["id"], request={"analysis_id": analysis["id"]})
+
+
+async def stored_ablation(svc: Services, *, prompt: str, target: str | None, contrast: str | None,
+                          ablation: Ablation, continuation: int, parent_id: str, request: dict) -> dict:
+    """``{"id", "result"}`` for ``ablation`` on ``prompt``: a cache hit, or computed and stored under the
+    content key (prompt, target, contrast, ablation, continuation), so analyses and circuits share it."""
     engine, info = svc.engine, svc.engine.info
     for nid in ablation.neurons:
         engine.check_neuron(nid)
-    request = analysis["request"] or {}
-    target, contrast, prompt = request.get("target"), request.get("contrast"), analysis["result"]["prompt"]
     key = repo.content_key(kind="ablation", weights=info["weights_sha256"], prompt=prompt, target=target,
                            contrast=contrast, ablation=ablation.to_dict(), continuation=continuation,
                            engine_version=info["engine_version"])
@@ -171,9 +180,9 @@ async def cached_ablation(svc: Services, analysis: dict, ablation: Ablation, con
         return {"id": hit.id, "result": hit.payload}
     payload = finite(await svc.gate.run(engine.ablate, prompt, ablation, target=target, contrast=contrast,
                                         continuation=continuation))
-    stored = {"analysis_id": analysis["id"], "ablation": ablation.to_dict(), "continuation": continuation}
+    stored = {**request, "ablation": ablation.to_dict(), "continuation": continuation}
     row = await in_db(svc, partial(_save_ablation, key=key, info=info, request=stored, payload=payload,
-                                   parent_id=analysis["id"]))
+                                   parent_id=parent_id), write=True)
     return {"id": row.id, "result": row.payload}
 
 
@@ -230,8 +239,8 @@ def public_settings(svc: Services) -> dict:
 
 
 def _clean_state(svc: Services, state: ViewState) -> dict:
-    """Canonical view state: neuron ids parsed, range-checked and sorted."""
-    data = state.model_dump()
+    """Canonical view state: neuron ids parsed, range-checked and sorted (circuit-only fields dropped)."""
+    data = state.model_dump(exclude={"grp", "gabl", "mode", "factor"})
     data["sel"] = [str(svc.engine.check_neuron(n)) for n in parse_neuron_list(state.sel)] if state.sel else []
     if state.abl is not None and state.abl.neurons:
         ablation = _ablation(state.abl.model_dump())
@@ -244,7 +253,7 @@ def _clean_state(svc: Services, state: ViewState) -> dict:
 
 
 def create_permalink(svc: Services, s: Session, body: PermalinkRequest) -> dict:
-    """Save (analysis, view state) and return the shareable URL."""
+    """Save (analysis, view state) and return the shareable URL (circuits: ``circuits.create_permalink``)."""
     row = _analysis_row(s, body.analysis_id)
     link = repo.create_permalink(s, result_id=row.id, state=_clean_state(svc, body.state))
     return {"slug": link.slug, "url": urls.permalink_url(row.slug, link.slug)}

@@ -6,8 +6,9 @@ requests through the lifespan state: no module-level singletons, so tests build 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -28,6 +29,9 @@ class Services:
     sessions: sessionmaker[Session]
     jobs: JobManager
     gate: EngineGate
+    read_sessions: sessionmaker[Session] | None = None  # for requests that only read (no write lock)
+    stopping: threading.Event = field(default_factory=threading.Event)  # set at shut-down (background work)
+    background: list[threading.Thread] = field(default_factory=list)  # joined at shut-down
 
 
 def get_services(request: Request) -> Services:
@@ -48,8 +52,11 @@ def get_jobs(request: Request) -> JobManager:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request, committed before the response is sent."""
-    with session_scope(get_services(request).sessions) as session:
+    """One transaction per request, committed before the response is sent; GET requests only read,
+    so they use the read-only sessions (SQLite WAL readers never wait for the writer)."""
+    services = get_services(request)
+    reading = request.method in ("GET", "HEAD") and services.read_sessions is not None
+    with session_scope(services.read_sessions if reading else services.sessions) as session:
         yield session
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -29,10 +30,12 @@ class WebError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        if code is not None:
+            self.code = code
 
 
 class NotFound(WebError):
@@ -40,6 +43,13 @@ class NotFound(WebError):
 
     status = 404
     code = "not_found"
+
+
+class Unprocessable(WebError):
+    """A well-formed request naming something this resource does not have (a group, a layer window)."""
+
+    status = 422
+    code = "invalid_request"
 
 
 class QueueFull(WebError):
@@ -161,7 +171,7 @@ async def _on_http(request: Request, exc: HTTPException) -> Response:
     return respond(request, exc.status_code, code, message, retry)
 
 
-async def _on_db_busy(request: Request, exc: OperationalError) -> Response:
+async def _on_db_busy(request: Request, exc: Exception) -> Response:
     log.warning("database busy: %s", exc)
     return respond(request, 503, "busy", "the database is busy; retry in a moment", retry_after=1)
 
@@ -179,4 +189,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(HTTPException, _on_http)
     app.add_exception_handler(OperationalError, _on_db_busy)
+    app.add_exception_handler(PoolTimeout, _on_db_busy)  # every connection busy: overload, not a bug
     app.add_exception_handler(Exception, _on_unexpected)

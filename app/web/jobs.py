@@ -31,17 +31,20 @@ from functools import partial
 from typing import Any
 
 import anyio
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from app.engine.errors import Cancelled, EngineError
 from app.store import repo
 from app.store.session import session_scope
+from app.store.tables import Result
 from app.web import urls
 from app.web.errors import NotFound, QueueFull, WebError
 
 log = logging.getLogger("circuitscope.jobs")
 
 TERMINAL = ("done", "failed", "cancelled")
+# A job snapshot needs the result's slug and kind, never its payload (a circuit's is ~1.5 MB of JSON).
+SLUG_ONLY = [defer(Result.payload), defer(Result.request)]
 Progress = Callable[[str, float, str], None]
 # compute(progress, should_cancel) -> the result payload (a JSON-able dict)
 Compute = Callable[[Progress, Callable[[], bool]], dict[str, Any]]
@@ -73,8 +76,12 @@ class Task:
 class JobManager:
     """The bounded queue, its single worker thread, and the listeners of each job."""
 
-    def __init__(self, sessions: sessionmaker[Session], *, queue_limit: int, job_timeout_s: float) -> None:
+    def __init__(self, sessions: sessionmaker[Session], *, queue_limit: int, job_timeout_s: float,
+                 read_sessions: sessionmaker[Session] | None = None,
+                 interactive: Callable[[], int] | None = None) -> None:
         self.sessions = sessions
+        self.interactive = interactive  # how many interactive calls wait for the engine: they go first
+        self.read_sessions = read_sessions or sessions  # snapshots only read: no SQLite write lock
         self.queue_limit = queue_limit
         self.job_timeout_s = job_timeout_s
         self._pending: deque[Task] = deque()
@@ -158,12 +165,13 @@ class JobManager:
 
     def snapshot(self, job_id: str) -> dict[str, Any]:
         """The job as the API shows it (``schemas.Job``); NotFound when there is no such job."""
-        with session_scope(self.sessions) as s:
+        with session_scope(self.read_sessions) as s:
             job = repo.get_job(s, id=job_id)
             if job is None:
-                raise NotFound(f"no job with id '{job_id}'; jobs are returned by POST /api/analyses")
-            result = repo.get_result(s, id=job.result_id) if job.result_id else None
-            url = urls.analysis_url(result.slug) if result is not None else urls.job_url(job.id)
+                raise NotFound(f"no job with id '{job_id}'; jobs are returned by POST /api/analyses "
+                               "and POST /api/circuits")
+            result = s.get(Result, job.result_id, options=SLUG_ONLY) if job.result_id else None
+            url = urls.result_url(result.kind, result.slug) if result is not None else urls.job_url(job.id)
             return {
                 "id": job.id, "status": job.status, "phase": job.phase, "progress": job.progress,
                 "message": job.message, "error": job.error, "queue_position": self.queue_position(job.id),
@@ -278,11 +286,19 @@ class JobManager:
                     return
                 task = self._running = self._pending.popleft()
             self._publish_queue()
+            self._let_interactive_calls_go_first()
             try:
                 self._run(task)
             finally:
                 with self._cond:
                     self._running = None
+
+    def _let_interactive_calls_go_first(self, max_wait_s: float = 5.0) -> None:
+        """Live ablations and neuron pages take well under a second; a queued analysis can wait for
+        them (bounded), so a stream of analyses does not starve the interactive requests."""
+        deadline = time.monotonic() + max_wait_s
+        while self.interactive is not None and self.interactive() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _run(self, task: Task) -> None:
         """Run one job to a terminal state; every outcome is written to its row."""
@@ -361,6 +377,10 @@ class EngineGate:
         self.max_waiting = max_waiting
         self.lock_wait_s = lock_wait_s
         self._inflight = 0
+
+    def waiting(self) -> int:
+        """Calls admitted and not finished (waiting for, or holding, the engine)."""
+        return self._inflight
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` in a worker thread, or refuse when too many wait."""

@@ -19,9 +19,21 @@ def analysis_url(slug: str, *, json: bool = False, view: str | None = None) -> s
     return f"{url}?{urlencode({'v': view})}" if view else url
 
 
-def permalink_url(analysis_slug: str, permalink_slug: str) -> str:
-    """The shareable link: the analysis page with its saved view state."""
-    return analysis_url(analysis_slug, view=permalink_slug)
+def circuit_url(slug: str, *, json: bool = False, view: str | None = None) -> str:
+    """``/c/<slug>`` (or ``.json``), optionally restoring the saved view ``v``."""
+    url = f"/c/{_seg(slug)}{'.json' if json else ''}"
+    return f"{url}?{urlencode({'v': view})}" if view else url
+
+
+def result_url(kind: str, slug: str, *, json: bool = False, view: str | None = None) -> str:
+    """The page of a stored result: ``/c/...`` for a circuit, ``/a/...`` for an analysis."""
+    build = circuit_url if kind == "circuit" else analysis_url
+    return build(slug, json=json, view=view)
+
+
+def permalink_url(result_slug: str, permalink_slug: str, *, kind: str = "analysis") -> str:
+    """The shareable link: the analysis (or circuit) page with its saved view state."""
+    return result_url(kind, result_slug, view=permalink_slug)
 
 
 def neuron_url(model: str, neuron_id: object, *, json: bool = False) -> str:
@@ -42,3 +54,8 @@ def job_events_url(job_id: object) -> str:
 def api_analysis_url(analysis_id: object) -> str:
     """The API resource of a stored analysis."""
     return f"/api/analyses/{_seg(analysis_id)}"
+
+
+def api_circuit_url(circuit_id: object) -> str:
+    """The API resource of a stored circuit."""
+    return f"/api/circuits/{_seg(circuit_id)}"

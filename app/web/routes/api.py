@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 from sse_starlette.sse import EventSourceResponse
 
-from app.web import analyses
+from app.web import analyses, circuits
 from app.web.deps import JobsDep, ServicesDep, SessionDep
 from app.web.schemas import (
     ERROR_RESPONSES,
@@ -22,6 +22,11 @@ from app.web.schemas import (
     AnalysisQueued,
     AnalysisRequest,
     AnalysisSummary,
+    CircuitAblationRequest,
+    CircuitDone,
+    CircuitOut,
+    CircuitQueued,
+    CircuitRequest,
     Health,
     Job,
     ModelInfo,
@@ -108,5 +113,27 @@ async def job_events(job_id: IdPath, jobs: JobsDep) -> EventSourceResponse:
 
 @router.post("/api/permalinks", response_model=PermalinkOut, tags=["permalinks"])
 def create_permalink(body: PermalinkRequest, svc: ServicesDep, s: SessionDep) -> dict:
-    """Save an analysis with its view state; the URL reopens exactly that view."""
-    return analyses.create_permalink(svc, s, body)
+    """Save an analysis or a circuit with its view state; the URL reopens exactly that view."""
+    return circuits.create_permalink(svc, s, body)
+
+
+@router.post(
+    "/api/circuits", response_model=CircuitDone | CircuitQueued, tags=["circuits"],
+    responses={202: {"model": CircuitQueued, "description": "queued: follow the job"}},
+)
+def create_circuit(body: CircuitRequest, svc: ServicesDep, response: Response) -> dict:
+    """Get or compute a NeurFlow circuit: 200 with the stored circuit, or 202 with the job computing it."""
+    response.status_code, answer = circuits.submit_circuit(svc, body)
+    return answer
+
+
+@router.get("/api/circuits/{circuit_id}", response_model=CircuitOut, tags=["circuits"])
+def get_circuit(circuit_id: IdPath, s: SessionDep) -> dict:
+    """One stored circuit with its request and result."""
+    return circuits.get_circuit(s, circuit_id)
+
+
+@router.post("/api/circuits/{circuit_id}/ablations", response_model=AblationOut, tags=["circuits"])
+async def create_circuit_ablation(circuit_id: IdPath, body: CircuitAblationRequest, svc: ServicesDep) -> dict:
+    """Ablate whole groups (and extra neurons) on the circuit's first prompt (cached; synchronous when new)."""
+    return await circuits.ablate(svc, circuit_id, body)

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from app.web import analyses
+from app.web import analyses, circuits
 from app.web.deps import ServicesDep
-from app.web.schemas import ERROR_RESPONSES, AnalysisView
+from app.web.schemas import ERROR_RESPONSES, AnalysisView, CircuitView
 
 router = APIRouter(responses=ERROR_RESPONSES)
 
@@ -41,6 +41,22 @@ class ViewParams(BaseModel):
 ViewParamsDep = Annotated[ViewParams, Query()]
 
 
+class CircuitParams(BaseModel):
+    """Circuit view state in the query string, used when no saved view ``v`` is given."""
+
+    grp: str | None = Field(default=None, max_length=16, description="the selected group, e.g. G29.0")
+    gabl: str | None = Field(default=None, max_length=4_000, description="ablated groups, G29.0,G28.1")
+    abl: str | None = Field(default=None, max_length=40_000, description="extra ablated neurons, L1.N2,L3.N4")
+    mode: str | None = Field(default=None, max_length=16, description="zero | mean | scale")
+    factor: str | None = Field(default=None, max_length=32, description="scale factor (mode=scale)")
+
+    def given(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+CircuitParamsDep = Annotated[CircuitParams, Query()]
+
+
 def _render(request: Request, name: str, context: dict) -> HTMLResponse:
     return request.app.state.templates.TemplateResponse(request, name, context)
 
@@ -57,6 +73,20 @@ async def analysis_page(
 ) -> HTMLResponse:
     """The analysis page, opened in the given view state."""
     return _render(request, "analysis.html", await analyses.analysis_view(svc, slug, v, view.given()))
+
+
+@router.get("/c/{slug}.json", response_model=CircuitView, tags=["pages"])
+async def circuit_json(slug: SlugPath, svc: ServicesDep, view: CircuitParamsDep, v: ViewQuery = None) -> dict:
+    """The circuit, the view state (``?v=`` or ``grp``/``gabl``/``abl``/``mode``/``factor``) and its ablation."""
+    return await circuits.circuit_view(svc, slug, v, view.given())
+
+
+@router.get("/c/{slug}", response_class=HTMLResponse, tags=["pages"])
+async def circuit_page(
+    slug: SlugPath, request: Request, svc: ServicesDep, view: CircuitParamsDep, v: ViewQuery = None
+) -> HTMLResponse:
+    """The circuit page (groups per layer, flow, group ablation), opened in the given view state."""
+    return _render(request, "circuit.html", await circuits.circuit_view(svc, slug, v, view.given()))
 
 
 @router.get("/m/{model}/n/{neuron_id}.json", response_model=dict, tags=["pages"])

@@ -1,15 +1,18 @@
-// Live ablation: POST /api/analyses/{id}/ablations {"neurons","mode","factor","positions","continuation"}
-// -> {"id", "result": <Ablation>}; render baseline vs ablated (top-10 side by side, target probability
-// change, KL, greedy continuation before/after). Keeps a stack of previous ablation states for Undo.
+// Live ablation: POST {endpoint} {"neurons" | "groups", "mode", "factor", "continuation"} -> {"id", "result":
+// <Ablation>}; render baseline vs ablated (top-10 side by side, target probability change, KL, greedy
+// continuation before/after). Keeps a stack of previous ablation states for Undo. The analysis page
+// ablates neurons (/api/analyses/{id}/ablations); the circuit page ablates groups of neurons
+// (/api/circuits/{id}/ablations) with the same controller and the same before/after rendering.
 
 import { api } from "./api.js";
 import { el, clear, tokenText, fmtProb, fmtDeltaProb, fmtNum } from "./dom.js";
 
 const MODE_VERB = { zero: "Zero-ablating", mean: "Mean-ablating", scale: "Scaling" };
 
-function describe(abl) {
-  const n = abl.neurons.length;
-  const what = `${n} neuron${n === 1 ? "" : "s"}`;
+/** "Zero-ablating 3 neurons", "Scaling 2 groups by 0.5". */
+export function describe(abl, { itemsKey = "neurons", noun = "neuron" } = {}) {
+  const n = (abl[itemsKey] || []).length;
+  const what = `${n} ${noun}${n === 1 ? "" : "s"}`;
   return abl.mode === "scale" ? `${MODE_VERB.scale} ${what} by ${fmtNum(abl.factor, 3)}` : `${MODE_VERB[abl.mode] || abl.mode} ${what}`;
 }
 
@@ -48,19 +51,67 @@ export function renderPrediction(container, top, targetId) {
   container.append(barList(top, { targetId, label: "" }).lastChild);
 }
 
+/**
+ * Baseline vs ablated for one <Ablation> result into `body`: target tile (before → after), Δ target
+ * probability, KL, the two top-10 lists side by side and the two greedy continuations.
+ */
+export function renderComparison(body, r, { target: fallbackTarget = null } = {}) {
+  const base = r.baseline || {};
+  const abl = r.ablated || {};
+  const target = r.target || fallbackTarget || {};
+  const dp = Number(r.delta_prob ?? (abl.target_prob - base.target_prob));
+
+  const tiles = el("div", { class: "tiles" },
+    el("div", {
+      class: "tile tile-wide", id: "abl-target", "data-testid": "abl-target",
+      "data-baseline-prob": String(base.target_prob), "data-ablated-prob": String(abl.target_prob),
+    },
+      el("div", { class: "tile-label" }, "Target ", el("span", { class: "tok tok-target" }, tokenText(target.token))),
+      el("div", { class: "tile-main" },
+        el("span", { class: "tile-before" }, fmtProb(base.target_prob)),
+        el("span", { class: "tile-arrow", "aria-hidden": "true" }, "→"),
+        el("span", { class: `tile-after ${dp < 0 ? "neg" : dp > 0 ? "pos" : ""}` }, fmtProb(abl.target_prob)))),
+    el("div", { class: "tile" },
+      el("div", { class: "tile-label" }, "Δ target probability"),
+      el("div", { class: `tile-value ${dp < 0 ? "neg" : dp > 0 ? "pos" : ""}`, "data-testid": "abl-delta" }, fmtDeltaProb(dp))),
+    el("div", { class: "tile" },
+      el("div", { class: "tile-label", title: "KL(baseline ‖ ablated) of the next-token distribution" }, "KL divergence"),
+      el("div", { class: "tile-value", "data-testid": "abl-kl", "data-kl": String(r.kl) }, fmtNum(r.kl, 3))));
+
+  const bars = el("div", { class: "compare" },
+    barList(base.top || [], { targetId: target.id, label: "Baseline" }),
+    barList(abl.top || [], { targetId: target.id, compareTo: base.top || [], label: "Ablated" }));
+
+  const cont = el("div", { class: "continuations" },
+    el("div", { class: "cont" }, el("div", { class: "cont-label" }, "Greedy continuation · baseline"),
+      el("div", { class: "cont-text", "data-testid": "cont-baseline" }, base.continuation ?? "—")),
+    el("div", { class: "cont" }, el("div", { class: "cont-label" }, "Greedy continuation · ablated"),
+      el("div", { class: "cont-text ablated", "data-testid": "cont-ablated" }, abl.continuation ?? "—")));
+
+  body.append(tiles, bars, cont);
+}
+
 export class AblationController {
   /**
-   * @param {{analysisId: string, result: object, els: object, onChange: (abl: object|null) => void,
-   *          getSelection: () => string[]}} opts
+   * @param {{analysisId?: string, endpoint?: string, itemsKey?: "neurons"|"groups", noun?: string,
+   *          result: object, els: object, onChange: (abl: object|null) => void,
+   *          getSelection: () => string[], emptyHint?: () => Node}} opts
+   * `result` gives the baseline prediction shown before any ablation (`top`, `target`); `endpoint`
+   * defaults to the analysis' ablation resource.
    */
-  constructor({ analysisId, result, els, onChange, getSelection, onError = (e) => console.error(e) }) {
+  constructor({ analysisId, endpoint = null, itemsKey = "neurons", noun = "neuron", result, els, onChange,
+                getSelection, emptyHint = null, onError = (e) => console.error(e) }) {
     this.analysisId = analysisId;
+    this.endpoint = endpoint || `/api/analyses/${encodeURIComponent(analysisId)}/ablations`;
+    this.itemsKey = itemsKey;
+    this.noun = noun;
     this.result = result;
     this.els = els;
     this.onChange = onChange;
     this.onError = onError;
     this.getSelection = getSelection;
-    this.current = null; // {neurons, mode, factor, result}
+    this.emptyHint = emptyHint;
+    this.current = null; // {neurons | groups, mode, factor, result}
     this.history = [];
     this.busy = false;
     this.seq = 0;
@@ -71,6 +122,10 @@ export class AblationController {
     els.resetBtn.addEventListener("click", () => this.reset());
     this.syncFactor();
     this.updateButtons();
+  }
+
+  describe(abl) {
+    return describe(abl, { itemsKey: this.itemsKey, noun: this.noun });
   }
 
   mode() {
@@ -95,17 +150,25 @@ export class AblationController {
 
   updateButtons() {
     const n = this.getSelection().length;
+    const noun = `${this.noun}${n === 1 ? "" : "s"}`;
     this.els.ablateBtn.disabled = this.busy || n === 0;
-    this.els.ablateBtn.textContent = this.busy ? "Ablating…" : n ? `Ablate ${n} neuron${n === 1 ? "" : "s"}` : "Ablate";
+    this.els.ablateBtn.textContent = this.busy ? "Ablating…" : n ? `Ablate ${n} ${noun}` : "Ablate";
     this.els.undoBtn.disabled = this.busy || this.history.length === 0;
     this.els.resetBtn.disabled = this.busy || !this.current;
   }
 
+  /** The ablation state for a list of items with the mode and factor of the controls. */
+  ablationFor(items) {
+    return { [this.itemsKey]: [...items], mode: this.mode(), factor: this.mode() === "scale" ? this.factor() : 0 };
+  }
+
   ablateSelection() {
-    const neurons = this.getSelection();
-    if (!neurons.length) return;
-    return this.run({ neurons, mode: this.mode(), factor: this.mode() === "scale" ? this.factor() : 0 })
-      .catch((err) => this.onError(err));
+    return this.ablateItems(this.getSelection());
+  }
+
+  ablateItems(items) {
+    if (!items || !items.length) return undefined;
+    return this.run(this.ablationFor(items)).catch((err) => this.onError(err));
   }
 
   /** Run an ablation. `push` records the previous state for Undo. */
@@ -113,16 +176,15 @@ export class AblationController {
     const seq = ++this.seq;
     this.busy = true;
     this.updateButtons();
-    this.els.status.textContent = `${describe(abl)}…`;
+    this.els.status.textContent = `${this.describe(abl)}…`;
     this.els.card.classList.add("busy");
     const t0 = performance.now();
     try {
       let result = knownResult;
       if (!result) {
-        const { data } = await api(`/api/analyses/${encodeURIComponent(this.analysisId)}/ablations`, {
-          method: "POST",
-          body: { neurons: abl.neurons, mode: abl.mode, factor: abl.factor, positions: null, continuation: 8 },
-        });
+        const body = { [this.itemsKey]: abl[this.itemsKey], mode: abl.mode, factor: abl.factor, continuation: 8 };
+        if (this.itemsKey === "neurons") body.positions = null;
+        const { data } = await api(this.endpoint, { method: "POST", body });
         result = data.result;
       }
       if (seq !== this.seq) return;
@@ -148,7 +210,7 @@ export class AblationController {
     if (!this.history.length) return;
     this.seq += 1;
     this.current = this.history.pop();
-    this.els.status.textContent = this.current ? `Back to: ${describe(this.current).toLowerCase()}.` : "Back to no ablation.";
+    this.els.status.textContent = this.current ? `Back to: ${this.describe(this.current).toLowerCase()}.` : "Back to no ablation.";
     if (this.current) this.setControls(this.current.mode, this.current.factor);
     this.render();
     this.updateButtons();
@@ -173,48 +235,18 @@ export class AblationController {
     this.els.resultCard.classList.toggle("has-result", Boolean(cur));
     if (!cur) {
       if (this.els.title) this.els.title.textContent = "Prediction";
-      this.els.desc.textContent = "top 10 next tokens";
-      const pred = el("div", { id: "prediction", class: "bars prediction-solo" });
-      renderPrediction(pred, this.result.top, this.result.target ? this.result.target.id : null);
-      body.append(pred, el("p", { class: "hint-line" }, "Select neurons and press ", el("strong", {}, "Ablate"),
-        " to compare this prediction with the ablated model’s, side by side."));
+      this.els.desc.textContent = this.result.top ? "top 10 next tokens" : "";
+      if (this.result.top) {
+        const pred = el("div", { id: "prediction", class: "bars prediction-solo" });
+        renderPrediction(pred, this.result.top, this.result.target ? this.result.target.id : null);
+        body.append(pred);
+      }
+      body.append(this.emptyHint ? this.emptyHint() : el("p", { class: "hint-line" }, "Select neurons and press ",
+        el("strong", {}, "Ablate"), " to compare this prediction with the ablated model’s, side by side."));
       return;
     }
     if (this.els.title) this.els.title.textContent = "Prediction: baseline vs ablated";
-    const r = cur.result;
-    const base = r.baseline || {};
-    const abl = r.ablated || {};
-    const target = r.target || this.result.target || {};
-    this.els.desc.textContent = describe(cur);
-    const dp = Number(r.delta_prob ?? (abl.target_prob - base.target_prob));
-
-    const tiles = el("div", { class: "tiles" },
-      el("div", {
-        class: "tile tile-wide", id: "abl-target", "data-testid": "abl-target",
-        "data-baseline-prob": String(base.target_prob), "data-ablated-prob": String(abl.target_prob),
-      },
-        el("div", { class: "tile-label" }, "Target ", el("span", { class: "tok tok-target" }, tokenText(target.token))),
-        el("div", { class: "tile-main" },
-          el("span", { class: "tile-before" }, fmtProb(base.target_prob)),
-          el("span", { class: "tile-arrow", "aria-hidden": "true" }, "→"),
-          el("span", { class: `tile-after ${dp < 0 ? "neg" : dp > 0 ? "pos" : ""}` }, fmtProb(abl.target_prob)))),
-      el("div", { class: "tile" },
-        el("div", { class: "tile-label" }, "Δ target probability"),
-        el("div", { class: `tile-value ${dp < 0 ? "neg" : dp > 0 ? "pos" : ""}`, "data-testid": "abl-delta" }, fmtDeltaProb(dp))),
-      el("div", { class: "tile" },
-        el("div", { class: "tile-label", title: "KL(baseline ‖ ablated) of the next-token distribution" }, "KL divergence"),
-        el("div", { class: "tile-value", "data-testid": "abl-kl" }, fmtNum(r.kl, 3))));
-
-    const bars = el("div", { class: "compare" },
-      barList(base.top || [], { targetId: target.id, label: "Baseline" }),
-      barList(abl.top || [], { targetId: target.id, compareTo: base.top || [], label: "Ablated" }));
-
-    const cont = el("div", { class: "continuations" },
-      el("div", { class: "cont" }, el("div", { class: "cont-label" }, "Greedy continuation · baseline"),
-        el("div", { class: "cont-text", "data-testid": "cont-baseline" }, base.continuation ?? "—")),
-      el("div", { class: "cont" }, el("div", { class: "cont-label" }, "Greedy continuation · ablated"),
-        el("div", { class: "cont-text ablated", "data-testid": "cont-ablated" }, abl.continuation ?? "—")));
-
-    body.append(tiles, bars, cont);
+    this.els.desc.textContent = this.describe(cur);
+    renderComparison(body, cur.result, { target: this.result.target });
   }
 }

@@ -3,12 +3,12 @@
 // #analysis-data ({id, slug, url, result: <Analysis>}), #state-data (view state), #ablation-data
 // (<Ablation> for the state's ablation, or null).
 
-import { readJSON, showError, toast } from "./api.js";
+import { readJSON, showError } from "./api.js";
 import { el, clear, tokenChip, tokenText, fmtProb, fmtNum } from "./dom.js";
 import { NagGraph } from "./graph.js";
 import { NeuronPanel } from "./panel.js";
 import { AblationController } from "./ablate.js";
-import { initialState, writeUrl, createPermalink, copyText, ablationMatches } from "./state.js";
+import { initialState, writeUrl, createPermalink, bindShare, ablationMatches } from "./state.js";
 
 const NEURON_RE = /^L\d{1,4}\.N\d{1,7}$/;
 const $ = (id) => document.getElementById(id);
@@ -202,26 +202,12 @@ function main() {
   });
 
   // Share.
-  const shareRow = $("share-row");
-  const shareUrl = $("share-url");
-  $("share-btn").addEventListener("click", async () => {
-    const btn = $("share-btn");
-    btn.disabled = true;
-    try {
+  bindShare({
+    button: $("share-btn"), row: $("share-row"), input: $("share-url"), copyButton: $("share-copy"),
+    makeUrl: () => {
       writeUrl(state, { immediate: true });
-      const url = await createPermalink(analysis.id, state, result.method);
-      shareUrl.value = url;
-      shareRow.hidden = false;
-      shareUrl.select();
-      toast((await copyText(url, shareUrl)) ? "Link copied to the clipboard" : "Link ready — copy it from the field");
-    } catch (err) {
-      showError(err, { title: "Could not create a link" });
-    } finally {
-      btn.disabled = false;
-    }
-  });
-  $("share-copy").addEventListener("click", async () => {
-    toast((await copyText(shareUrl.value, shareUrl)) ? "Link copied to the clipboard" : "Select the link and copy it");
+      return createPermalink(analysis.id, state, result.method);
+    },
   });
 
   // Restore the view state (from ?v=… or the query) without touching the URL: a permalink stays as

@@ -13,7 +13,7 @@ export function neuronUrl(model, id, analysisId = null) {
   return `/m/${encodeURIComponent(model)}/n/${encodeURIComponent(id)}${q}`;
 }
 
-function chipList(items, kind) {
+export function chipList(items, kind) {
   if (!items || !items.length) return el("p", { class: "muted small" }, "—");
   return el("div", { class: `vocab-chips ${kind}` },
     items.map((it) => el("span", { class: "vchip", title: `${JSON.stringify(String(it.token))}  score ${fmtNum(it.score, 4)}` },
@@ -21,7 +21,7 @@ function chipList(items, kind) {
       el("span", { class: "vchip-score" }, fmtNum(it.score, 2)))));
 }
 
-function vocabSection(title, subtitle, block, testid) {
+export function vocabSection(title, subtitle, block, testid) {
   if (!block) return null;
   return el("section", { class: "panel-section", "data-testid": testid },
     el("h3", { class: "panel-h" }, title, subtitle ? el("span", { class: "panel-h-sub" }, subtitle) : null),
