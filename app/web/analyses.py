@@ -276,21 +276,32 @@ def state_from_query(svc: Services, query: dict[str, str]) -> dict:
     return _clean_state(svc, state)
 
 
-async def analysis_view(svc: Services, slug: str, view: str | None, query: dict[str, str]) -> dict:
-    """``/a/{slug}``: the analysis, its view state (saved permalink or query), and that state's ablation."""
+async def load_view(svc: Services, slug: str, view: str | None, *, kind: str, out: Callable[[Any], dict],
+                    missing: str, missing_view: str) -> tuple[dict, dict | None]:
+    """The stored result of ``kind`` at ``slug`` (as ``out`` shows it) and the saved view state ``view``
+    (None without ``?v=``); ``NotFound(missing)`` / ``NotFound(missing_view)`` when either is not there.
+    Shared by ``/a/{slug}`` and ``/c/{slug}`` (``circuits.circuit_view``)."""
 
     def load(s: Session) -> tuple[dict, dict | None]:
         row = repo.get_result_by_slug(s, slug=slug)
-        if row is None or row.kind != "analysis":
-            raise NotFound(f"no analysis at /a/{slug}; the link may be mistyped, or from another server")
+        if row is None or row.kind != kind:
+            raise NotFound(missing)
         if not view:
-            return analysis_out(row), None
+            return out(row), None
         link = repo.get_permalink(s, slug=view)
         if link is None or link.result_id != row.id:
-            raise NotFound(f"no saved view '{view}' for this analysis; drop ?v= to open the plain analysis")
-        return analysis_out(row), dict(link.state)
+            raise NotFound(missing_view)
+        return out(row), dict(link.state)
 
-    analysis, state = await in_db(svc, load)
+    return await in_db(svc, load)
+
+
+async def analysis_view(svc: Services, slug: str, view: str | None, query: dict[str, str]) -> dict:
+    """``/a/{slug}``: the analysis, its view state (saved permalink or query), and that state's ablation."""
+    analysis, state = await load_view(
+        svc, slug, view, kind="analysis", out=analysis_out,
+        missing=f"no analysis at /a/{slug}; the link may be mistyped, or from another server",
+        missing_view=f"no saved view '{view}' for this analysis; drop ?v= to open the plain analysis")
     if state is None:
         state = state_from_query(svc, query)
     ablation = None

@@ -255,19 +255,10 @@ def state_from_query(svc: Services, result: dict, query: dict[str, str]) -> dict
 
 async def circuit_view(svc: Services, slug: str, view: str | None, query: dict[str, str]) -> dict:
     """``/c/{slug}``: the circuit, its view state (saved permalink or query), and that state's ablation."""
-
-    def load(s: Session) -> tuple[dict, dict | None]:
-        row = repo.get_result_by_slug(s, slug=slug)
-        if row is None or row.kind != "circuit":
-            raise NotFound(f"no circuit at /c/{slug}; the link may be mistyped, or from another server")
-        if not view:
-            return circuit_out(row), None
-        link = repo.get_permalink(s, slug=view)
-        if link is None or link.result_id != row.id:
-            raise NotFound(f"no saved view '{view}' for this circuit; drop ?v= to open the plain circuit")
-        return circuit_out(row), dict(link.state)
-
-    circuit, state = await in_db(svc, load)
+    circuit, state = await analyses.load_view(
+        svc, slug, view, kind="circuit", out=circuit_out,
+        missing=f"no circuit at /c/{slug}; the link may be mistyped, or from another server",
+        missing_view=f"no saved view '{view}' for this circuit; drop ?v= to open the plain circuit")
     if state is None:
         state = state_from_query(svc, circuit["result"], query)
     ablation = None

@@ -24,7 +24,14 @@ NeuronPath = Annotated[str, Path(min_length=1, max_length=32)]
 ViewQuery = Annotated[str | None, Query(max_length=64, description="a saved view (permalink slug)")]
 
 
-class ViewParams(BaseModel):
+class _QueryState(BaseModel):
+    """A view state in the query string; ``given()`` is what the view code parses (unset fields left out)."""
+
+    def given(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class ViewParams(_QueryState):
     """View state in the query string, used when no saved view ``v`` is given (parsed by the view code)."""
 
     sel: str | None = Field(default=None, max_length=40_000, description="selected neurons, L1.N2,L3.N4")
@@ -34,14 +41,11 @@ class ViewParams(BaseModel):
     thr: str | None = Field(default=None, max_length=32, description="graph threshold")
     method: str | None = Field(default=None, max_length=32, description="impact method shown")
 
-    def given(self) -> dict[str, str]:
-        return {k: v for k, v in self.model_dump().items() if v is not None}
-
 
 ViewParamsDep = Annotated[ViewParams, Query()]
 
 
-class CircuitParams(BaseModel):
+class CircuitParams(_QueryState):
     """Circuit view state in the query string, used when no saved view ``v`` is given."""
 
     grp: str | None = Field(default=None, max_length=16, description="the selected group, e.g. G29.0")
@@ -49,9 +53,6 @@ class CircuitParams(BaseModel):
     abl: str | None = Field(default=None, max_length=40_000, description="extra ablated neurons, L1.N2,L3.N4")
     mode: str | None = Field(default=None, max_length=16, description="zero | mean | scale")
     factor: str | None = Field(default=None, max_length=32, description="scale factor (mode=scale)")
-
-    def given(self) -> dict[str, str]:
-        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
 CircuitParamsDep = Annotated[CircuitParams, Query()]

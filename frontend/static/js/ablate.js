@@ -16,6 +16,26 @@ export function describe(abl, { itemsKey = "neurons", noun = "neuron" } = {}) {
   return abl.mode === "scale" ? `${MODE_VERB.scale} ${what} by ${fmtNum(abl.factor, 3)}` : `${MODE_VERB[abl.mode] || abl.mode} ${what}`;
 }
 
+/** The ablation card's elements by their ids, shared by the analysis and circuit pages' markup
+ * (templates/_partials.html, ablation_controls), as AblationController's `els`. */
+export function ablationElements() {
+  const $ = (id) => document.getElementById(id);
+  return {
+    card: $("ablate-card"),
+    resultCard: $("abl-result"),
+    title: $("abl-title"),
+    body: $("abl-body"),
+    desc: $("abl-desc"),
+    status: $("ablate-status"),
+    modeRadios: [...document.querySelectorAll('input[name="abl-mode"]')],
+    factor: $("factor"),
+    factorControl: $("factor-control"),
+    ablateBtn: $("ablate-btn"),
+    undoBtn: $("undo-btn"),
+    resetBtn: $("reset-btn"),
+  };
+}
+
 function barList(top, { targetId, compareTo = null, label }) {
   const maxP = Math.max(...top.map((t) => t.prob), 1e-9);
   const before = compareTo ? new Map(compareTo.map((t) => [t.id ?? t.token, t.prob])) : null;

@@ -7,7 +7,7 @@ import { readJSON, showError } from "./api.js";
 import { el, clear, tokenChip, tokenText, fmtProb, fmtNum } from "./dom.js";
 import { NagGraph } from "./graph.js";
 import { NeuronPanel } from "./panel.js";
-import { AblationController } from "./ablate.js";
+import { AblationController, ablationElements } from "./ablate.js";
 import { initialState, writeUrl, createPermalink, bindShare, ablationMatches } from "./state.js";
 
 const NEURON_RE = /^L\d{1,4}\.N\d{1,7}$/;
@@ -133,20 +133,7 @@ function main() {
     analysisId: analysis.id,
     result,
     getSelection: () => selection,
-    els: {
-      card: $("ablate-card"),
-      resultCard: $("abl-result"),
-      title: $("abl-title"),
-      body: $("abl-body"),
-      desc: $("abl-desc"),
-      status: $("ablate-status"),
-      modeRadios: [...document.querySelectorAll('input[name="abl-mode"]')],
-      factor: $("factor"),
-      factorControl: $("factor-control"),
-      ablateBtn: $("ablate-btn"),
-      undoBtn: $("undo-btn"),
-      resetBtn: $("reset-btn"),
-    },
+    els: ablationElements(),
     onError: (err) => showError(err, { title: "Ablation failed" }),
     onChange: (cur) => {
       state.abl = cur ? { neurons: cur.neurons, mode: cur.mode, factor: cur.factor } : null;

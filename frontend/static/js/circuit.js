@@ -9,7 +9,7 @@ import { readJSON, showError } from "./api.js";
 import { el, clear, tokenChip, tokenText, fmtProb, fmtDeltaProb, fmtNum } from "./dom.js";
 import { CircuitGraph, ROOT, STABILITY_COLORS } from "./cgraph.js";
 import { neuronUrl, vocabSection } from "./panel.js";
-import { AblationController } from "./ablate.js";
+import { AblationController, ablationElements } from "./ablate.js";
 import {
   initialCircuitState, circuitQuery, circuitPermalinkState, writeQuery, postPermalink, bindShare, sameNeuronSet,
 } from "./state.js";
@@ -128,20 +128,7 @@ function main() {
         " (or select several with shift-click and press ", el("strong", {}, "Ablate"),
         ") to switch its neurons off and compare the model’s next-token prediction before and after, side by side."),
       prompts.length > 1 ? el("p", { class: "muted small" }, "Ablations run on the first prompt of the set.") : null),
-    els: {
-      card: $("ablate-card"),
-      resultCard: $("abl-result"),
-      title: $("abl-title"),
-      body: $("abl-body"),
-      desc: $("abl-desc"),
-      status: $("ablate-status"),
-      modeRadios: [...document.querySelectorAll('input[name="abl-mode"]')],
-      factor: $("factor"),
-      factorControl: $("factor-control"),
-      ablateBtn: $("ablate-btn"),
-      undoBtn: $("undo-btn"),
-      resetBtn: $("reset-btn"),
-    },
+    els: ablationElements(),
     onError: (err) => showError(err, { title: "Ablation failed" }),
     onChange: (cur) => {
       state.gabl = cur ? { groups: [...cur.groups], mode: cur.mode, factor: cur.factor } : null;
