@@ -204,3 +204,15 @@ def test_engine_gate_refuses_past_its_waiting_limit():
             release.set()
 
     anyio.run(scenario)
+
+
+def test_queued_analysis_waits_while_interactive_calls_hold_the_engine(client):
+    """A queued job starts only once no live ablation is waiting (bounded), so ablations are not starved."""
+    jobs = client.app.state.services.jobs
+    waiting = {"n": 1}
+    jobs.interactive = lambda: waiting["n"]
+    job = _submit(client, "the cat sees the")
+    time.sleep(0.3)
+    assert client.get(f"/api/jobs/{job['id']}").json()["status"] == "queued"  # the tiny job needs ~50 ms
+    waiting["n"] = 0
+    _until(lambda: client.get(f"/api/jobs/{job['id']}").json()["status"] == "done")
