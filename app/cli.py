@@ -187,9 +187,8 @@ def _circuit_text(result: dict) -> str:
 
 
 def cmd_serve(args) -> int:
-    from app.main import serve
-
     from app.engine.loading import resolve
+    from app.main import serve
 
     overrides = {key: value for key, value in (("host", args.host), ("port", args.port), ("model", args.model))
                  if value is not None}

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
-WORDS = "the cat dog city river king queen water fire red blue big small one two three is was in of".split()
+WORDS = ["the", "cat", "dog", "city", "river", "king", "queen", "water", "fire", "red", "blue", "big", "small", "one", "two", "three", "is", "was", "in", "of"]
 
 
 def free_port() -> int:
@@ -43,7 +43,7 @@ def start_server(port: int, data_dir: str, tiny: bool) -> subprocess.Popen:
         cmd = [sys.executable, str(REPO / "tests/web/serve_tiny.py"), data_dir, str(port)]
     else:
         cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
-    log = open(Path(data_dir) / "server.log", "wb")  # a file, not a pipe: a full pipe would block the server
+    log = open(Path(data_dir) / "server.log", "wb")  # noqa: SIM115 - a file, not a pipe (a full pipe blocks the server); the child owns it
     return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
 

@@ -10,7 +10,7 @@ the NAG paper's deactivation (ALGORITHMS.md 1.6); tests check the two agree.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -8,8 +8,8 @@ the neuron activation ``a_l`` [batch, tokens, d_ff].
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import torch
 from torch import nn

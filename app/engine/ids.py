@@ -32,7 +32,7 @@ class NeuronId:
         return f"L{self.layer}.N{self.index}"
 
     @classmethod
-    def parse(cls, text: str) -> "NeuronId":
+    def parse(cls, text: str) -> NeuronId:
         """Parse ``"L3.N1207"``; raise BadInput with the expected form otherwise."""
         match = _NEURON_RE.match(text.strip()) if isinstance(text, str) else None
         if not match:
@@ -70,7 +70,7 @@ class Ablation:
             raise BadInput("an ablation needs at least one neuron")
         object.__setattr__(self, "neurons", tuple(sorted(set(self.neurons))))
         if self.positions is not None:
-            object.__setattr__(self, "positions", tuple(sorted(set(int(p) for p in self.positions))))
+            object.__setattr__(self, "positions", tuple(sorted({int(p) for p in self.positions})))
         if self.mode != "scale":
             object.__setattr__(self, "factor", 0.0)
 
@@ -83,7 +83,7 @@ class Ablation:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Ablation":
+    def from_dict(cls, data: dict) -> Ablation:
         return cls(
             neurons=parse_neuron_list(data.get("neurons") or []),
             mode=data.get("mode", "zero"),

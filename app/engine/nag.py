@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import networkx as nx
 import torch

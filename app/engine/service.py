@@ -7,18 +7,21 @@ run it off the event loop. Results are plain JSON-able dicts (docs/CONTRACTS.md)
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
-from collections import OrderedDict
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
-from typing import Callable
 
 import torch
 import transformers
 from scipy.stats import spearmanr
 
-from app.engine import ENGINE_VERSION, ablation as abl, decode, impacts as imp, nag
+from app.engine import ENGINE_VERSION, decode, nag
+from app.engine import ablation as abl
+from app.engine import impacts as imp
 from app.engine.arch import adapter_for
 from app.engine.errors import BadInput, Cancelled, NeuronOutOfRange, PromptTooLong, TargetNotSingleToken
 from app.engine.ids import Ablation, NeuronId
@@ -47,13 +50,13 @@ class Engine:
     # ----- construction -------------------------------------------------------------------------
     @classmethod
     def load(cls, model: str | None = None, *, model_dir: Path, device: str = "auto", dtype: str = "auto",
-             max_prompt_tokens: int = 512, allowlist: tuple[str, ...] = ()) -> "Engine":
+             max_prompt_tokens: int = 512, allowlist: tuple[str, ...] = ()) -> Engine:
         """Load ``model`` (default: the embedded SmolLM2) from the model store."""
         return cls(load(model, model_dir=Path(model_dir), device=device, dtype=dtype, allowlist=allowlist),
                    max_prompt_tokens=max_prompt_tokens)
 
     @classmethod
-    def tiny(cls, arch: str = "llama", seed: int = 0, **sizes) -> "Engine":
+    def tiny(cls, arch: str = "llama", seed: int = 0, **sizes) -> Engine:
         """A tiny seeded random model, for tests and demos without weights."""
         return cls(tiny_loaded(arch, seed, **sizes))
 
@@ -155,7 +158,7 @@ class Engine:
                                     "edges": edges, "edge_window": edge_window, "edge_top_in": edge_top_in},
                                    timings)
 
-    def _graph_pass(self, ids, target_id, contrast_id, *, need_graph: bool, method: str) -> tuple[int, "_Graph"]:
+    def _graph_pass(self, ids, target_id, contrast_id, *, need_graph: bool, method: str) -> tuple[int, _Graph]:
         """Forward with all a_l in the graph; backward to M when the method is attribution."""
         store: dict[int, torch.Tensor] = {}
         with torch.enable_grad(), imp.grad_from_embeddings(self.model), imp.capture(self.sites, store=store):
@@ -169,7 +172,7 @@ class Engine:
             grads = torch.autograd.grad(value.sum(), acts, retain_graph=need_graph)
         return chosen_target, _Graph(acts, grads, logits[0].detach().float(), float(value.item()))
 
-    def _impacts(self, method: str, ids, metric, graph: "_Graph", ig_steps: int, step: "_Steps") -> torch.Tensor:
+    def _impacts(self, method: str, ids, metric, graph: _Graph, ig_steps: int, step: _Steps) -> torch.Tensor:
         if method == "attribution":
             return torch.stack([(a.detach() * g).sum(dim=(0, 1)) for a, g in zip(graph.acts, graph.grads)]).float()
         if method == "magnitude":
@@ -189,7 +192,7 @@ class Engine:
         rho = None
         if method != "magnitude" and len(rows) >= 3:
             value = spearmanr([r["estimate"] for r in rows], exact).statistic
-            rho = None if value != value else float(value)  # NaN when a side is constant
+            rho = None if math.isnan(value) else float(value)  # NaN when a side is constant
         return {"spearman": rho, "n": len(rows), "exact": rows}
 
     def _analysis_dict(self, prompt, ids, method, k, metric, graph, impacts, nodes, edge_rows, fidelity, params,

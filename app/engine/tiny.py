@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import (AutoModelForCausalLM, GemmaConfig, GPT2Config, GPTNeoXConfig, LlamaConfig,
-                          MistralConfig, PhiConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen3Config)
+from transformers import (
+    AutoModelForCausalLM,
+    GemmaConfig,
+    GPT2Config,
+    GPTNeoXConfig,
+    LlamaConfig,
+    MistralConfig,
+    PhiConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen3Config,
+)
 
 from app.engine.loading import Loaded, state_dict_hash
 
-WORDS = (
-    "the a an of to in is was and on for with as by at from that this it he she they we you i "
-    "cat dog bird fish horse mouse lion tiger bear wolf fox cow sheep "
-    "paris london berlin rome madrid tokyo france england germany italy spain japan capital city "
-    "red green blue yellow black white big small hot cold good bad new old "
-    "one two three four five six seven eight nine ten "
-    "run runs ran eat eats ate see sees saw go goes went come comes came "
-    "king queen man woman boy girl child water fire earth air sun moon star "
-    "is are be not no yes what where when who why how "
-    ". , ! ?"
-).split()
+WORDS = ["the", "a", "an", "of", "to", "in", "is", "was", "and", "on", "for", "with", "as", "by", "at", "from", "that", "this", "it", "he", "she", "they", "we", "you", "i", "cat", "dog", "bird", "fish", "horse", "mouse", "lion", "tiger", "bear", "wolf", "fox", "cow", "sheep", "paris", "london", "berlin", "rome", "madrid", "tokyo", "france", "england", "germany", "italy", "spain", "japan", "capital", "city", "red", "green", "blue", "yellow", "black", "white", "big", "small", "hot", "cold", "good", "bad", "new", "old", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "run", "runs", "ran", "eat", "eats", "ate", "see", "sees", "saw", "go", "goes", "went", "come", "comes", "came", "king", "queen", "man", "woman", "boy", "girl", "child", "water", "fire", "earth", "air", "sun", "moon", "star", "is", "are", "be", "not", "no", "yes", "what", "where", "when", "who", "why", "how", ".", ",", "!", "?"]
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gpt2", "gpt_neox", "phi")
 
@@ -43,7 +43,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_config(family: str, vocab_size: int, *, layers: int = 3, width: int = 32, ff: int = 64):
     """A small config of the given family: ``layers`` blocks, d_model ``width``, d_ff ``ff``."""
-    common = dict(vocab_size=vocab_size, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    common = {"vocab_size": vocab_size, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}
     gated = dict(hidden_size=width, intermediate_size=ff, num_hidden_layers=layers, num_attention_heads=4,
                  num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.15,
                  tie_word_embeddings=True, **common)

@@ -56,9 +56,8 @@ def test_hooks_are_removed_when_a_run_raises(tiny):
     def boom(_layer, _a):
         raise RuntimeError("boom")
 
-    with pytest.raises(RuntimeError, match="boom"):
-        with rewrite(tiny.sites, boom):
-            tiny.model(input_ids=tiny.encode(PROMPT))
+    with pytest.raises(RuntimeError, match="boom"), rewrite(tiny.sites, boom):
+        tiny.model(input_ids=tiny.encode(PROMPT))
     assert all(not site.down._forward_pre_hooks for site in tiny.sites)
     before = tiny.ablate(PROMPT, Ablation((NeuronId(0, 1),), mode="scale", factor=1.0), continuation=0)
     assert before["kl"] == pytest.approx(0.0, abs=1e-6)

@@ -26,7 +26,7 @@ def test_nodes_are_topk_per_layer_by_absolute_impact(tiny, analysis):
 
 def _sum_act(tiny, ids, target: NeuronId, zero: NeuronId | None) -> float:
     store = {}
-    zero_fn = lambda _l, a: _zero(a, zero.index)  # noqa: E731
+    zero_fn = lambda _l, a: _zero(a, zero.index)
     with torch.no_grad(), capture(tiny.sites, store=store):
         if zero is None:
             tiny.model(input_ids=ids)
