@@ -12,6 +12,7 @@ unembedding, which neuron decoding needs (ALGORITHMS.md section 6).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -26,11 +27,14 @@ NON_GATED_FAMILIES = {"gpt2", "gpt_neox", "phi"}
 
 @dataclass
 class MlpSite:
-    """One layer's MLP: ``up`` (pre-activation read, the NAG unit), optional ``gate``, and ``down`` (write)."""
+    """One layer's MLP: ``up`` (pre-activation read, the NAG unit), optional ``gate``, and ``down`` (write);
+    ``block`` is the whole decoder layer and ``act`` the MLP's activation function (of gate, or of fc)."""
 
     up: nn.Module
     gate: nn.Module | None
     down: nn.Module
+    block: nn.Module | None = None
+    act: Callable | None = None
 
 
 def _linear_rows(module: nn.Module) -> torch.Tensor:
@@ -69,11 +73,13 @@ class Adapter:
 
     def _site(self, layer: nn.Module) -> MlpSite:
         mlp = layer.mlp
+        act = getattr(mlp, "act_fn", None) or getattr(mlp, "act", None) or getattr(mlp, "activation_fn", None)
         if self.gated:
-            return MlpSite(up=mlp.up_proj, gate=mlp.gate_proj, down=mlp.down_proj)
+            return MlpSite(up=mlp.up_proj, gate=mlp.gate_proj, down=mlp.down_proj, block=layer, act=act)
         for up_name, down_name in (("c_fc", "c_proj"), ("dense_h_to_4h", "dense_4h_to_h"), ("fc1", "fc2")):
             if hasattr(mlp, up_name):
-                return MlpSite(up=getattr(mlp, up_name), gate=None, down=getattr(mlp, down_name))
+                return MlpSite(up=getattr(mlp, up_name), gate=None, down=getattr(mlp, down_name), block=layer,
+                               act=act)
         raise UnsupportedArchitecture(f"cannot find the MLP projections of a '{self.family}' layer")
 
     def read_vectors(self, site: MlpSite, which: str = "up") -> torch.Tensor:
@@ -96,6 +102,12 @@ class Adapter:
                 gain = norm.weight
                 return gain + 1.0 if self.family.startswith("gemma") else gain
         return torch.ones(model.config.hidden_size, device=model.device)
+
+    @property
+    def plain_residual_write(self) -> bool:
+        """True when a neuron reaches the next block only as ``a_k * write_k`` added to the residual stream
+        (no norm after the MLP output, as Gemma 2/3 and OLMo 2 have): the premise of ``nag.local_edges``."""
+        return self.family not in {"gemma2", "gemma3_text", "olmo2"}
 
     def unembedding(self, model: nn.Module) -> torch.Tensor:
         """[vocab, d_model]: the LM head (the token embedding when tied)."""

@@ -32,9 +32,11 @@ def hooked(handles_factory: Callable[[], list]) -> Iterator[None]:
 
 
 @contextmanager
-def capture(sites: list[MlpSite], *, store: dict[int, torch.Tensor], up_store: dict[int, torch.Tensor] | None = None):
+def capture(sites: list[MlpSite], *, store: dict[int, torch.Tensor], up_store: dict[int, torch.Tensor] | None = None,
+            io_store: dict[tuple[str, int], torch.Tensor] | None = None):
     """Record ``a_l`` (input of the output projection) per layer into ``store``; optionally the
-    pre-activation ``up``/``fc`` output into ``up_store`` (the NAG paper's neuron, ALGORITHMS.md 1.1)."""
+    pre-activation ``up``/``fc`` output into ``up_store`` (the NAG paper's neuron, ALGORITHMS.md 1.1), and
+    into ``io_store`` each block's input (``("block", l)``) and MLP input (``("mlp", l)``)."""
 
     def factory() -> list:
         handles = []
@@ -42,15 +44,25 @@ def capture(sites: list[MlpSite], *, store: dict[int, torch.Tensor], up_store: d
             handles.append(site.down.register_forward_pre_hook(_capture_pre(layer, store)))
             if up_store is not None:
                 handles.append(site.up.register_forward_hook(_capture_out(layer, up_store)))
+            if io_store is not None:
+                handles.append(site.up.register_forward_pre_hook(_capture_pre(("mlp", layer), io_store)))
+                handles.append(site.block.register_forward_pre_hook(_capture_block(layer, io_store), with_kwargs=True))
         return handles
 
     with hooked(factory):
         yield
 
 
-def _capture_pre(layer: int, store: dict) -> Callable:
+def _capture_pre(layer, store: dict) -> Callable:
     def hook(_module: nn.Module, args: tuple) -> None:
         store[layer] = args[0]
+
+    return hook
+
+
+def _capture_block(layer: int, store: dict) -> Callable:
+    def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        store[("block", layer)] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
 
     return hook
 

@@ -60,6 +60,42 @@ def edges(acts: list[torch.Tensor], chosen: list[list[int]], *, window: int = 1)
     return normalise(out)
 
 
+def local_edges(acts: list[torch.Tensor], io: dict, sites: list, adapter, chosen: list[list[int]]) -> list[dict]:
+    """The same adjacent-layer edges as ``edges``, computed where the work is: seed d(sum_t a_j)/dx at the
+    MLP input x of layer l from the K chosen rows of up/gate alone, pull it back to the block input h_l
+    (norms, attention) with one batched VJP, and project onto the K upstream write vectors, since
+    a_{l-1,i} reaches h_l only as ``a_i * write_i``. This skips the full-width MLP matmuls of the generic
+    path; tests check both agree. ``io`` holds the captured block and MLP inputs, still in the graph."""
+    out: list[dict] = []
+    for layer in range(1, len(acts)):
+        down, up_idx = chosen[layer], chosen[layer - 1]
+        seeds = _mlp_input_seeds(sites[layer], adapter, io[("mlp", layer)], down)  # [K, 1, T, d]
+        (at_block,) = torch.autograd.grad(io[("mlp", layer)], io[("block", layer)], grad_outputs=seeds,
+                                          is_grads_batched=True, retain_graph=True)
+        write = adapter.write_vectors(sites[layer - 1])[up_idx].to(at_block.dtype)  # [K_up, d]
+        along = torch.einsum("kbtd,ud->kbtu", at_block, write)  # d(sum a_j)/d a_i(t), per upstream i
+        weight = (acts[layer - 1].detach()[:, :, up_idx].unsqueeze(0) * along).sum(dim=(1, 2))  # [K_down, K_up]
+        out.extend(_edge_rows(layer - 1, up_idx, layer, down, weight.float()))
+    return normalise(out)
+
+
+def _mlp_input_seeds(site, adapter, x: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """d(sum_t a_j(t)) / dx for the chosen neurons j, from their own read rows only: [K, 1, T, d]."""
+    x_leaf = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        pre = _project(x_leaf, adapter.read_vectors(site, "up")[rows], site.up, rows)
+        if adapter.gated:
+            a = site.act(_project(x_leaf, adapter.read_vectors(site, "gate")[rows], site.gate, rows)) * pre
+        else:
+            a = site.act(pre)
+        return _batched_vjp(a.sum(dim=(0, 1)), [x_leaf])[0]
+
+
+def _project(x: torch.Tensor, rows: torch.Tensor, module, index: list[int]) -> torch.Tensor:
+    bias = getattr(module, "bias", None)
+    return torch.nn.functional.linear(x, rows, bias[index] if bias is not None else None)
+
+
 def _batched_vjp(sums: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     """d sums[j] / d inputs for every j at once: [K, 1, T, d_ff] per input."""
     eye = torch.eye(sums.shape[0], dtype=sums.dtype, device=sums.device)

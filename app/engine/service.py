@@ -134,7 +134,9 @@ class Engine:
         target_id = self.token_id(target) if target else None
         contrast_id = self.token_id(contrast, "contrast") if contrast else None
         step("forward", 0.05, "forward and backward pass over all neurons")
-        chosen_target, graph = self._graph_pass(ids, target_id, contrast_id, need_graph=edges, method=method)
+        local = edges and edge_window == 1 and self.adapter.plain_residual_write
+        chosen_target, graph = self._graph_pass(ids, target_id, contrast_id, need_graph=edges, method=method,
+                                                capture_io=local)
         metric = imp.Metric(chosen_target, contrast_id)
         impacts = self._impacts(method, ids, metric, graph, ig_steps, step)
         timings = {"impacts_s": time.perf_counter() - started}
@@ -142,7 +144,12 @@ class Engine:
         nodes = nag.node_rows(impacts, graph.last_acts, chosen)
         step("edges", 0.75, "edges between the top neurons of adjacent layers")
         t0 = time.perf_counter()
-        edge_rows = nag.edges(graph.acts, chosen, window=edge_window) if edges else []
+        if not edges:
+            edge_rows = []
+        elif local:
+            edge_rows = nag.local_edges(graph.acts, graph.io, self.sites, self.adapter, chosen)
+        else:
+            edge_rows = nag.edges(graph.acts, chosen, window=edge_window)
         if edge_top_in is not None:  # keep the strongest incoming edges per node (the payload stays small)
             edge_rows = [row for row, keep in zip(edge_rows, nag.prune_mask(edge_rows, top_in=edge_top_in)) if keep]
         graph.release()
@@ -158,10 +165,13 @@ class Engine:
                                     "edges": edges, "edge_window": edge_window, "edge_top_in": edge_top_in},
                                    timings)
 
-    def _graph_pass(self, ids, target_id, contrast_id, *, need_graph: bool, method: str) -> tuple[int, _Graph]:
+    def _graph_pass(self, ids, target_id, contrast_id, *, need_graph: bool, method: str,
+                    capture_io: bool = False) -> tuple[int, _Graph]:
         """Forward with all a_l in the graph; backward to M when the method is attribution."""
         store: dict[int, torch.Tensor] = {}
-        with torch.enable_grad(), imp.grad_from_embeddings(self.model), imp.capture(self.sites, store=store):
+        io: dict | None = {} if capture_io else None
+        with torch.enable_grad(), imp.grad_from_embeddings(self.model), \
+                imp.capture(self.sites, store=store, io_store=io):
             logits = imp.last_logits(self.model, ids)
         chosen_target = target_id if target_id is not None else int(logits[0].argmax())
         metric = imp.Metric(chosen_target, contrast_id)
@@ -170,7 +180,7 @@ class Engine:
         grads = None
         if method == "attribution":
             grads = torch.autograd.grad(value.sum(), acts, retain_graph=need_graph)
-        return chosen_target, _Graph(acts, grads, logits[0].detach().float(), float(value.item()))
+        return chosen_target, _Graph(acts, grads, logits[0].detach().float(), float(value.item()), io)
 
     def _impacts(self, method: str, ids, metric, graph: _Graph, ig_steps: int, step: _Steps) -> torch.Tensor:
         if method == "attribution":
@@ -368,13 +378,14 @@ class Engine:
 class _Graph:
     """The analysis forward pass: activations (in the graph), optional gradients, logits, M."""
 
-    def __init__(self, acts, grads, logits, metric):
-        self.acts, self.grads, self.logits, self.metric = acts, grads, logits, metric
+    def __init__(self, acts, grads, logits, metric, io=None):
+        self.acts, self.grads, self.logits, self.metric, self.io = acts, grads, logits, metric, io
         self.last_acts = torch.stack([a.detach()[0, -1] for a in acts]).float()
 
     def release(self) -> None:
         """Drop the autograd graph as soon as edges no longer need it."""
         self.acts = [a.detach() for a in self.acts]
+        self.io = None
 
 
 class _Steps:

@@ -123,3 +123,20 @@ def test_server_side_pruning_keeps_the_strongest_incoming_edges(tiny, analysis):
     for edge in pruned["edges"]:
         rivals = [abs(e["weight"]) for e in analysis["edges"] if e["target"] == edge["target"]]
         assert abs(edge["weight"]) >= sorted(rivals, reverse=True)[1] - 1e-9
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma", "gpt2", "gpt_neox", "phi"])
+def test_local_edges_equal_the_generic_block_vjp(family):
+    """The fast path (seed at the MLP input, pull back to the block input, project on write vectors)
+    computes exactly the generic d(sum a_j)/d a_i edges."""
+    from app.engine.service import Engine
+
+    engine = Engine.tiny(family, seed=3)
+    fast = engine.analyze(PROMPT, k=4, verify=0, edge_top_in=None)
+    ids = engine.encode(PROMPT)
+    _, graph = engine._graph_pass(ids, None, None, need_graph=True, method="magnitude")
+    chosen = [[n["neuron"] for n in fast["nodes"] if n["layer"] == layer] for layer in range(engine.n_layers)]
+    reference = {(e["source"], e["target"]): e["weight"] for e in nag.edges(graph.acts, chosen)}
+    assert len(reference) == len(fast["edges"]) == (engine.n_layers - 1) * 16
+    for edge in fast["edges"]:
+        assert edge["weight"] == pytest.approx(reference[edge["source"], edge["target"]], rel=1e-4, abs=1e-6)
