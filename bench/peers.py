@@ -297,6 +297,10 @@ def engine_contenders(model_path: Path, prompt: str) -> tuple[list[Contender], s
             keep_outputs=True,
         ),
         Contender(
+            "circuitscope_nag",  # PRODUCT.md's "full analysis": impacts + NAG + edges, no exact-ablation check
+            lambda: circuitscope_attribution(model_path, prompt, verify=0),
+        ),
+        Contender(
             "circuitscope_impacts",
             lambda: circuitscope_attribution(model_path, prompt, edges=False, verify=0),
         ),
@@ -435,8 +439,9 @@ def ratio(timings: dict, num: str, den: str, stat: str) -> float | None:
 
 
 RATIOS = [
-    ("analysis / raw fwd+bwd (target <= 1.5)", "circuitscope_analysis", "raw_fwd_bwd"),
-    ("analysis / raw fwd+bwd with weight grads", "circuitscope_analysis", "raw_fwd_bwd_weight_grads"),
+    ("impacts + NAG + edges / raw fwd+bwd (target <= 1.5)", "circuitscope_nag", "raw_fwd_bwd"),
+    ("analysis + 8 exact checks / raw fwd+bwd", "circuitscope_analysis", "raw_fwd_bwd"),
+    ("analysis + 8 exact checks / raw fwd+bwd, weight grads", "circuitscope_analysis", "raw_fwd_bwd_weight_grads"),
     ("impacts only / raw fwd+bwd", "circuitscope_impacts", "raw_fwd_bwd"),
     ("ablation / raw fwd (target <= 1.3)", "circuitscope_ablate", "raw_fwd"),
     ("ablation + 8-token continuation / raw fwd", "circuitscope_ablate_cont8", "raw_fwd"),
