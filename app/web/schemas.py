@@ -143,8 +143,8 @@ class Job(BaseModel):
     url: str | None = Field(description="the analysis (or circuit) page once done, else the job resource")
 
 
-class AnalysisOut(BaseModel):
-    """A stored analysis."""
+class StoredResult(BaseModel):
+    """A stored result: its ids, page URL, the request that produced it, and the engine's result."""
 
     id: str
     slug: str
@@ -152,6 +152,10 @@ class AnalysisOut(BaseModel):
     created_at: str | None = None
     request: dict[str, Any] | None = None
     result: dict[str, Any]
+
+
+class AnalysisOut(StoredResult):
+    """A stored analysis."""
 
 
 class AnalysisDone(BaseModel):
@@ -291,15 +295,8 @@ class CircuitAblationRequest(BaseModel):
         return self
 
 
-class CircuitOut(BaseModel):
+class CircuitOut(StoredResult):
     """A stored circuit."""
-
-    id: str
-    slug: str
-    url: str
-    created_at: str | None = None
-    request: dict[str, Any] | None = None
-    result: dict[str, Any]
 
 
 class CircuitDone(BaseModel):
