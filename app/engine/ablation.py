@@ -19,10 +19,10 @@ from app.engine.hooks import capture, rewrite
 from app.engine.ids import Ablation
 
 
-def intervention(ablation: Ablation, means: torch.Tensor | None, *, rows: slice | int = slice(None),
+def intervention(ablation: Ablation, means: torch.Tensor | None, *,
                  offset: Callable[[], int] = lambda: 0) -> tuple[list[int], Callable]:
-    """(layers touched, rewrite fn) applying ``ablation`` to batch ``rows``; ``offset()`` gives the absolute
-    position of the first token in the current forward (it grows during cached decoding)."""
+    """(layers touched, rewrite fn) applying ``ablation``; ``offset()`` gives the absolute position of the
+    first token in the current forward (it grows during cached decoding)."""
     by_layer: dict[int, list[int]] = {}
     for nid in ablation.neurons:
         by_layer.setdefault(nid.layer, []).append(nid.index)
@@ -30,18 +30,13 @@ def intervention(ablation: Ablation, means: torch.Tensor | None, *, rows: slice 
     def fn(layer: int, a: torch.Tensor) -> torch.Tensor:
         cols = torch.tensor(by_layer[layer], device=a.device)
         pos = _positions(ablation, offset(), a.shape[1], a.device)
-        if pos is not None and pos.numel() == 0:
+        if pos is None:
+            pos = torch.arange(a.shape[1], device=a.device)
+        if pos.numel() == 0:
             return a
         a = a.clone()
-        view = a[rows] if isinstance(rows, slice) else a[rows:rows + 1]
-        target = view[:, :, cols] if pos is None else view[:, pos][:, :, cols]
-        new = _replace(ablation, target, means, layer, cols)
-        if pos is None:
-            view[:, :, cols] = new
-        else:
-            sub = view[:, pos]
-            sub[:, :, cols] = new
-            view[:, pos] = sub
+        index = (slice(None), pos[:, None], cols[None, :])  # [batch, positions, neurons]
+        a[index] = _replace(ablation, a[index], means, layer, cols)
         return a
 
     return sorted(by_layer), fn

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from app.engine.arch import MlpSite
-from app.engine.hooks import capture, grad_from_embeddings, rewrite
+from app.engine.hooks import capture, rewrite
 from app.engine.ids import NeuronId
 
 
@@ -52,34 +52,6 @@ def last_logits(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor
     except TypeError:
         out = model(input_ids=input_ids, use_cache=False)
     return out.logits[:, -1, :]
-
-
-@dataclass
-class GradPass:
-    """One forward + backward: activations (still in the graph), their gradients, logits and M."""
-
-    acts: list[torch.Tensor]  # per layer [1, T, d_ff], attached to the graph
-    grads: list[torch.Tensor]  # per layer [1, T, d_ff]
-    logits: torch.Tensor  # [vocab]
-    metric: float
-
-    def impacts(self) -> torch.Tensor:
-        """[L, d_ff]: sum over positions of a * dM/da."""
-        return torch.stack([(a.detach() * g).sum(dim=(0, 1)) for a, g in zip(self.acts, self.grads)]).float()
-
-
-def gradient_pass(model, sites: list[MlpSite], input_ids: torch.Tensor, metric: Metric, *,
-                  keep_graph: bool = False) -> GradPass:
-    """Forward with every a_l in the graph, then dM/da_l for all layers in one backward.
-
-    ``keep_graph`` retains the graph so edges (``nag.edges``) can reuse the forward pass."""
-    store: dict[int, torch.Tensor] = {}
-    with torch.enable_grad(), grad_from_embeddings(model), capture(sites, store=store):
-        logits = last_logits(model, input_ids)
-        value = metric(logits)
-        acts = [store[layer] for layer in range(len(sites))]
-        grads = torch.autograd.grad(value.sum(), acts, retain_graph=keep_graph)
-    return GradPass(acts, list(grads), logits[0].detach(), float(value.item()))
 
 
 def magnitude(model, sites: list[MlpSite], input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -24,6 +24,7 @@ from app.engine import ablation as abl
 from app.engine import impacts as imp
 from app.engine.arch import adapter_for
 from app.engine.errors import BadInput, Cancelled, NeuronOutOfRange, PromptTooLong, TargetNotSingleToken
+from app.engine.hooks import capture, grad_from_embeddings
 from app.engine.ids import Ablation, NeuronId
 from app.engine.loading import Loaded, load
 from app.engine.tiny import tiny_loaded
@@ -170,8 +171,8 @@ class Engine:
         """Forward with all a_l in the graph; backward to M when the method is attribution."""
         store: dict[int, torch.Tensor] = {}
         io: dict | None = {} if capture_io else None
-        with torch.enable_grad(), imp.grad_from_embeddings(self.model), \
-                imp.capture(self.sites, store=store, io_store=io):
+        with torch.enable_grad(), grad_from_embeddings(self.model), \
+                capture(self.sites, store=store, io_store=io):
             logits = imp.last_logits(self.model, ids)
         chosen_target = target_id if target_id is not None else int(logits[0].argmax())
         metric = imp.Metric(chosen_target, contrast_id)
@@ -333,7 +334,7 @@ class Engine:
         with self.lock:
             ids = self.encode(prompt)
             store: dict[int, torch.Tensor] = {}
-            with torch.no_grad(), imp.capture(self.sites, store=store):
+            with torch.no_grad(), capture(self.sites, store=store):
                 self.model(input_ids=ids, use_cache=False)
             values = store[nid.layer][0, :, nid.index].float().tolist()
         return {"id": str(nid), "tokens": self.token_strings(ids), "activations": values}
