@@ -10,7 +10,7 @@
 // top in amber; a hover point at each edge's midpoint names it. Selected groups get an amber halo,
 // ablated groups an X and a dark outline.
 
-import { tokenText } from "./dom.js";
+import { tokenText, afterRender, frameScheduler } from "./dom.js";
 
 const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif';
 const IMPORTANCE_SCALE = [[0, "#dbe3fb"], [0.35, "#98a8f0"], [0.7, "#5b6ce0"], [1, "#2f3ea8"]];
@@ -111,7 +111,7 @@ export class CircuitGraph {
     this.maxIn = this.edges.length > 90 ? 3 : Infinity;
     this.selected = new Set();
     this.ablated = new Set();
-    this.pending = false;
+    this.schedule = frameScheduler(() => this.draw());  // one redraw per animation frame
 
     this.el.style.minWidth = `${(this.rootX - this.lo + 1) * 92 + 80}px`;
     this.el.dataset.groupCount = String(this.groups.length);
@@ -306,20 +306,7 @@ export class CircuitGraph {
     const p = window.Plotly.react(this.el, this.traces(), this.layout(), config);
     this.el.dataset.visibleEdges = String(this.shown.edges);
     if (first) this.el.on("plotly_click", (ev) => this.onClick(ev));
-    return Promise.resolve(p).then(() => {
-      this.el.dataset.renderMs = String(Math.round(performance.now() - t0));
-      this.el.dataset.ready = "1";
-      if (this.handlers.onRender) this.handlers.onRender(this.shown);
-    });
-  }
-
-  schedule() {
-    if (this.pending) return;
-    this.pending = true;
-    requestAnimationFrame(() => {
-      this.pending = false;
-      this.draw();
-    });
+    return afterRender(this, t0, p);
   }
 
   onClick(ev) {

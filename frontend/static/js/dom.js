@@ -97,3 +97,25 @@ export function relativeTime(iso) {
   if (d < 30) return `${d} d ago`;
   return new Date(t).toLocaleDateString();
 }
+
+/** A function that runs ``draw`` at most once per animation frame (slider drags fire many events). */
+export function frameScheduler(draw) {
+  let pending = false;
+  return () => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => {
+      pending = false;
+      draw();
+    });
+  };
+}
+
+/** After a plotly render started at ``t0``: record its time, mark the graph ready, tell the page. */
+export function afterRender(graph, t0, rendered) {
+  return Promise.resolve(rendered).then(() => {
+    graph.el.dataset.renderMs = String(Math.round(performance.now() - t0));
+    graph.el.dataset.ready = "1";
+    if (graph.handlers.onRender) graph.handlers.onRender(graph.shown);
+  });
+}

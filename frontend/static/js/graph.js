@@ -7,6 +7,8 @@
 // with |weight_norm| < t (or with a hidden end). Selection is drawn as an amber halo, ablated nodes
 // get an X and a dark outline.
 
+import { afterRender, frameScheduler } from "./dom.js";
+
 const COLORSCALE = [
   [0.0, "#b2182b"], [0.2, "#d6604d"], [0.4, "#f4a582"], [0.5, "#ebebef"],
   [0.6, "#92c5de"], [0.8, "#4393c3"], [1.0, "#2166ac"],
@@ -64,7 +66,7 @@ export class NagGraph {
     this.selected = new Set();
     this.ablated = new Set();
     this.selectionRevision = 0;
-    this.pending = false;
+    this.schedule = frameScheduler(() => this.draw());  // one redraw per animation frame
     // Narrow screens scroll the graph sideways rather than squeezing 30 layers into 300 px.
     this.el.style.minWidth = `${this.nLayers * 20 + 110}px`;
     this.el.dataset.nodeCount = String(this.nodes.length);
@@ -239,21 +241,7 @@ export class NagGraph {
       this.el.on("plotly_click", (ev) => this.onClick(ev));
       this.el.on("plotly_selected", (ev) => this.onSelected(ev));
     }
-    return Promise.resolve(p).then(() => {
-      this.el.dataset.renderMs = String(Math.round(performance.now() - t0));
-      this.el.dataset.ready = "1";
-      if (this.handlers.onRender) this.handlers.onRender(this.shown);
-    });
-  }
-
-  /** Coalesce redraws to one per animation frame (slider drags fire many input events). */
-  schedule() {
-    if (this.pending) return;
-    this.pending = true;
-    requestAnimationFrame(() => {
-      this.pending = false;
-      this.draw();
-    });
+    return afterRender(this, t0, p);
   }
 
   onClick(ev) {
